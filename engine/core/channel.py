@@ -1,0 +1,143 @@
+"""Channel definitions: pydantic models, frozen, unknown keys rejected.
+
+Plug-in configs subclass ``SourceConfig``, ``DestinationConfig``, ``DataTypeConfig`` or
+``TransformConfig``; the loader picks the subclass from the ``type`` key through the
+registry, so these models never import a plug-in.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.core.message import StorageMode
+
+KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+Kebab = Annotated[str, Field(pattern=KEBAB.pattern, description="kebab-case name", min_length=1, max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(Strict):
+    """How a destination retries a failed delivery (exponential backoff with jitter)."""
+
+    max_attempts: int = Field(10, ge=0, description="Attempts before ERROR; 0 retries forever.")
+    backoff_secs: float = Field(1.0, gt=0, description="Delay before the first retry.")
+    multiplier: float = Field(2.0, ge=1, description="Each retry waits this many times longer.")
+    max_backoff_secs: float = Field(300.0, gt=0, description="Cap on the delay between attempts.")
+    jitter: float = Field(0.2, ge=0, le=1, description="Random spread, as a fraction of the delay.")
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``attempts`` failed attempts (1-based)."""
+        base = min(self.backoff_secs * self.multiplier ** max(attempts - 1, 0), self.max_backoff_secs)
+        spread = base * self.jitter
+        return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+    def gives_up(self, attempts: int) -> bool:
+        return self.max_attempts > 0 and attempts >= self.max_attempts
+
+
+class FilterRule(Strict):
+    """A declarative condition on a document field; combine with all/any/not."""
+
+    field: str | None = Field(None, description="Path into the parsed document, e.g. MSH-9.1.")
+    in_: list[str] | None = Field(None, alias="in", description="Accept when the value is one of these.")
+    not_in: list[str] | None = Field(None, description="Accept when the value is none of these.")
+    equals: str | None = Field(None, description="Accept when the value equals this.")
+    matches: str | None = Field(None, description="Accept when the value matches this regular expression.")
+    exists: bool | None = Field(None, description="Accept when the field is (true) or is not (false) present.")
+    all: list[FilterRule] | None = Field(None, description="Accept when every rule accepts.")
+    any: list[FilterRule] | None = Field(None, description="Accept when at least one rule accepts.")
+    not_: FilterRule | None = Field(None, alias="not", description="Accept when the rule rejects.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> FilterRule:
+        combinators = [x for x in (self.all, self.any, self.not_) if x is not None]
+        tests = [x for x in (self.in_, self.not_in, self.equals, self.matches, self.exists) if x is not None]
+        if combinators and (tests or self.field):
+            raise ValueError("use either all/any/not or field with one test, not both")
+        if not combinators:
+            if not self.field:
+                raise ValueError("a filter needs 'field' and one of in, not_in, equals, matches, exists")
+            if len(tests) != 1:
+                raise ValueError("give exactly one of in, not_in, equals, matches, exists")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"matches is not a valid regular expression: {exc}") from None
+        return self
+
+
+class PluginConfig(Strict):
+    type: str = Field(description="Plug-in type name; see `junction plugins list`.")
+
+
+class SourceConfig(PluginConfig):
+    """Base of every source plug-in config."""
+
+
+class DataTypeConfig(PluginConfig):
+    """Base of every data type config."""
+
+
+class TransformConfig(PluginConfig):
+    """Base of every transform config."""
+
+
+class DestinationConfig(PluginConfig):
+    """Base of every destination config: the keys shared by all destination types."""
+
+    name: Kebab = Field(description="Destination name, unique in the channel.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)  # type: ignore[arg-type]
+    threads: int = Field(1, ge=1, le=64, description="Queue workers; >1 needs order_key to keep order.")
+    order_key: str | None = Field(
+        None, description="Document path whose value keeps messages in order across threads (e.g. PID-3.1)."
+    )
+    send_first: bool = Field(False, description="Try delivery at once in the pipeline; queue only on failure.")
+    filter: FilterRule | None = Field(None, description="Only messages this rule accepts reach the destination.")
+    transform: TransformConfig | None = Field(None, description="Replaces the channel transform for this destination.")
+    lease_secs: float = Field(60.0, gt=0, description="How long a worker's claim on a queued message lasts.")
+
+
+class PipelineDef(Strict):
+    """decode -> parse -> filter -> transform -> route."""
+
+    datatype: DataTypeConfig = Field(description="How raw bytes are parsed (e.g. hl7v2).")
+    filter: FilterRule | None = Field(None, description="Messages the rule rejects are FILTERED.")
+    transform: TransformConfig | None = Field(None, description="Default: passthrough.")
+
+
+class ChannelDef(Strict):
+    """One channel: a source, a pipeline and destinations."""
+
+    name: Kebab = Field(description="Channel name; equals the file stem.")
+    description: str = ""
+    initial_state: Literal["started", "stopped", "paused"] = "started"
+    storage: StorageMode = Field(StorageMode.PRODUCTION, description="Which content is kept per message.")
+    debug: bool = Field(False, description="Allow message content in logs (PHI!). Off in production.")
+    source: SourceConfig
+    pipeline: PipelineDef
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, value: list[DestinationConfig]) -> list[DestinationConfig]:
+        seen: set[str] = set()
+        for dest in value:
+            if dest.name in seen:
+                raise ValueError(f"destination name {dest.name!r} is used twice")
+            seen.add(dest.name)
+        return value
+
+
+def plugin_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """The fields a plug-in config adds to its base (for docs)."""
+    return dict(model.model_fields)

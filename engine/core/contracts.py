@@ -1,0 +1,123 @@
+"""Runtime contracts between the engine and its plug-ins (kept small on purpose)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from engine.core.message import Outbound, SendResult
+
+AckCode = Literal["AA", "AE", "AR"]
+
+
+@dataclass
+class Header:
+    """What a data type reads cheaply from raw bytes, before any full parse (hot path)."""
+
+    control_id: str = ""
+    message_type: str = ""
+    business_key: str = ""  # e.g. MSH-10 + sending facility; used for duplicate detection
+    fields: dict[str, str] = field(default_factory=dict)  # data-type specific (MSH-3..6, -12, -15, -16 ...)
+
+
+@dataclass
+class Outcome:
+    """How a message fared, for the data type to answer the sender (ACK, 997, ...)."""
+
+    code: AckCode
+    reason: str = ""  # no PHI: describe the shape of the problem, not the values
+    position: str = ""  # e.g. "segment 4 (FT1), field 10"
+    error_code: str = ""  # e.g. HL7 table 0357 code "207"
+
+
+class Document(Protocol):
+    """A parsed message, navigable by the data type's path syntax."""
+
+    def get(self, path: str) -> str | None:
+        """The first value at ``path``, unescaped, or None when absent."""
+
+    def get_all(self, path: str) -> list[str]:
+        """Every value at ``path`` (all repetitions / repeats)."""
+
+    def to_data(self) -> Any:
+        """A JSON-serialisable representation (for the hl7-to-json transform and debugging)."""
+
+
+class DataType(Protocol):
+    """Parses bytes into documents and answers senders."""
+
+    content_type: str
+
+    def split(self, raw: bytes) -> list[bytes]:
+        """Split a batch or multi-message payload into single messages (default: [raw])."""
+
+    def header(self, raw: bytes) -> Header:
+        """Read the control id and routing fields cheaply; must not raise on garbage."""
+
+    def parse(self, raw: bytes) -> Document:
+        """Fully parse; raise ``ParseError`` (without quoting content) on bad input."""
+
+    def validate(self, raw: bytes) -> list[str]:
+        """Optional deeper validation off the ACK path; returns problems (empty when fine)."""
+
+    def respond(self, raw: bytes, outcome: Outcome) -> bytes | None:
+        """Build the response to the sender (ACK/NACK) for ``raw``; None if the type has none."""
+
+
+class Transform(Protocol):
+    """Turns a parsed document into the content sent to destinations."""
+
+    def apply(self, raw: bytes, doc: Document) -> tuple[bytes, str]:
+        """Return (content, content_type)."""
+
+
+@dataclass
+class SubmitResult:
+    """What ``SourceContext.submit`` returns to a source once the message is committed."""
+
+    message_id: str
+    accepted: bool  # False: the message was stored as ERROR (bad input) or refused
+    response: bytes | None = None  # the data type's answer to send back, if any
+    status: str = ""
+
+
+class SourceContext(Protocol):
+    """What the runtime gives a source."""
+
+    channel: str
+    log: logging.LoggerAdapter[logging.Logger]
+
+    async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
+        """Durably store ``raw`` (group commit), then process it per the channel's ACK mode.
+
+        Returns after the commit (``on_receipt``) or after processing (``after_processing``),
+        with the response to send back. Never raises for bad content: that is stored and
+        answered with a negative response.
+        """
+
+    async def reject(self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True) -> SubmitResult:
+        """Store (when ``store``) a message the source itself refused (e.g. oversize frame) and
+        return a negative response (AR) for it."""
+
+
+class Source(Protocol):
+    """A listener or poller. ``start`` returns once it is listening."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def address(self) -> str | None:
+        """Where it listens (host:port) or what it polls, for status output."""
+
+
+class Destination(Protocol):
+    """Sends one message; raises ``RetryableError`` or ``PermanentError`` on failure."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, item: Outbound) -> SendResult: ...

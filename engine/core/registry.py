@@ -1,0 +1,81 @@
+"""Type name -> plug-in spec, loaded lazily (kombu-style) plus entry points.
+
+The built-in table names modules, not objects, so that listing and validating do not
+import paramiko, lxml or psycopg. Third-party packages register specs in the entry-point
+group ``junction.plugins`` (value ``module:SPEC``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+
+from engine.core.spec import KINDS, Kind, PluginSpec
+
+BUILTIN: dict[Kind, dict[str, str]] = {
+    "source": {
+        "mllp": "engine.connectors.mllp:MLLP_SOURCE",
+    },
+    "destination": {
+        "http": "engine.connectors.http:HTTP_DESTINATION",
+        "file": "engine.connectors.file:FILE_DESTINATION",
+        "mllp": "engine.connectors.mllp:MLLP_DESTINATION",
+    },
+    "datatype": {
+        "hl7v2": "engine.datatypes.hl7v2:HL7V2",
+        "raw": "engine.datatypes.raw:RAW",
+    },
+    "transform": {
+        "passthrough": "engine.transforms.basic:PASSTHROUGH",
+        "hl7-to-json": "engine.transforms.basic:HL7_TO_JSON",
+    },
+    "store": {
+        "sqlite": "engine.store.sqlite:SQLITE_STORE",
+    },
+}
+
+_cache: dict[tuple[Kind, str], PluginSpec] = {}
+
+
+class UnknownPlugin(LookupError):
+    def __init__(self, kind: Kind, name: str, suggestion: str | None) -> None:
+        self.kind = kind
+        self.name = name
+        self.suggestion = suggestion
+        super().__init__(f"unknown {kind} {name!r}")
+
+
+def _table(kind: Kind) -> dict[str, str]:
+    table = dict(BUILTIN[kind])
+    for ep in entry_points(group="junction.plugins"):
+        kind_name, _, type_name = ep.name.partition(".")
+        if kind_name == kind and type_name:
+            table.setdefault(type_name, ep.value)
+    return table
+
+
+def names(kind: Kind) -> list[str]:
+    return sorted(_table(kind))
+
+
+def get(kind: Kind, name: str) -> PluginSpec:
+    """Return the spec registered as ``name`` for ``kind`` or raise ``UnknownPlugin``."""
+    key = (kind, name)
+    if key in _cache:
+        return _cache[key]
+    table = _table(kind)
+    target = table.get(name)
+    if target is None:
+        close = difflib.get_close_matches(name, list(table), n=1)
+        raise UnknownPlugin(kind, name, close[0] if close else None)
+    module_name, _, attr = target.partition(":")
+    spec = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(spec, PluginSpec) or spec.kind != kind or spec.name != name:
+        raise TypeError(f"{target} is not the {kind} spec {name!r}")
+    _cache[key] = spec
+    return spec
+
+
+def all_specs() -> list[PluginSpec]:
+    return [get(kind, name) for kind in KINDS for name in names(kind)]

@@ -1,0 +1,187 @@
+"""The MessageStore protocol: the contract between the runtime and every store engine.
+
+Write methods return only after their changes are durably committed. Implementations
+batch concurrent writes into one transaction (group commit), so callers may issue many
+writes at once without paying one fsync each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from engine.core.message import InboundMessage, Status
+
+
+@dataclass
+class DestinationRoute:
+    """A destination row created when a message is transformed."""
+
+    destination: str
+    partition: int = 0
+    status: Status = Status.QUEUED  # or FILTERED when a destination filter said no
+    content: bytes | None = None  # the encoded content to send (kept in the queue row)
+    content_type: str = "application/octet-stream"
+
+
+@dataclass
+class ProcessResult:
+    """The outcome of running the pipeline once on one message (one run)."""
+
+    message_id: str
+    run: int
+    status: Status  # FILTERED, ERROR, EXCEPTION or TRANSFORMED
+    error: str = ""
+    stages: dict[str, bytes] = field(default_factory=dict)  # stage name -> content to keep
+    routes: list[DestinationRoute] = field(default_factory=list)
+    response: bytes | None = None  # what was answered to the source (ACK), if kept
+
+
+@dataclass
+class QueueEntry:
+    """A claimed destination queue row."""
+
+    message_id: str
+    run: int
+    channel: str
+    destination: str
+    partition: int
+    seq: int
+    attempts: int
+    content: bytes
+    content_type: str
+    correlation_id: str
+    control_id: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DeliveryOutcome:
+    """The result of one delivery attempt, recorded by ``finish``."""
+
+    message_id: str
+    run: int
+    destination: str
+    status: Status  # SENT, QUEUED (will retry) or ERROR (gave up / permanent)
+    started_at: float
+    finished_at: float
+    error: str = ""
+    status_code: int | None = None
+    response: bytes | None = None
+    retry_at: float | None = None  # when QUEUED: do not claim before this time
+    keep_response: bool = True
+
+
+@dataclass
+class MessageQuery:
+    """Filters for ``search``; every field is optional and they combine with AND."""
+
+    channel: str | None = None
+    status: Status | None = None  # matches the message status or any destination status
+    since: float | None = None
+    until: float | None = None
+    control_id: str | None = None
+    correlation_id: str | None = None
+    limit: int = 100
+    before_seq: int | None = None  # paging: rows older than this sequence number
+
+
+@dataclass
+class DestinationState:
+    destination: str
+    run: int
+    status: Status
+    attempts: int
+    last_error: str
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None
+    status_code: int | None = None
+
+
+@dataclass
+class AttemptRecord:
+    destination: str
+    run: int
+    attempt: int
+    started_at: float
+    finished_at: float
+    status: Status
+    error: str
+    status_code: int | None
+
+
+@dataclass
+class MessageSummary:
+    seq: int
+    id: str
+    channel: str
+    correlation_id: str
+    received_at: float
+    control_id: str
+    status: Status
+    run: int
+    error: str
+    source: dict[str, Any]
+    destinations: dict[str, Status] = field(default_factory=dict)  # latest run only
+
+
+@dataclass
+class MessageDetail:
+    summary: MessageSummary
+    business_key: str
+    contents: dict[tuple[int, str], bytes]  # (run, stage) -> content; stage "raw" has run 0
+    destinations: list[DestinationState]
+    attempts: list[AttemptRecord]
+
+
+class MessageStore(Protocol):
+    """Durable storage of messages, their stages and the destination queues."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema, start the writer."""
+
+    async def close(self) -> None:
+        """Flush pending writes and release resources."""
+
+    async def add_message(self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "") -> int:
+        """Store a newly received message and its raw content; return its sequence number."""
+
+    async def record_result(self, result: ProcessResult) -> None:
+        """Store one pipeline run: message status, kept stages and destination queue rows."""
+
+    async def claim(
+        self, channel: str, destination: str, partition: int, owner: str, *, limit: int, lease_secs: float, now: float
+    ) -> list[QueueEntry]:
+        """Lease the oldest QUEUED rows of one destination partition, in sequence order.
+
+        Stops at the first row whose retry time lies in the future, so that a FIFO
+        destination never overtakes a message that is waiting to be retried.
+        """
+
+    async def finish(self, outcomes: list[DeliveryOutcome]) -> None:
+        """Record delivery attempts, update destination rows and release their leases."""
+
+    async def next_retry_at(self, channel: str, destination: str, partition: int) -> float | None:
+        """Return the earliest retry time of the partition's QUEUED rows, or None if none wait."""
+
+    async def reset_leases(self) -> int:
+        """Release every lease (single-node recovery at start-up); return how many."""
+
+    async def unprocessed(self, channel: str, *, limit: int = 1000, after_seq: int = 0) -> list[InboundMessage]:
+        """Messages of a channel still RECEIVED (accepted but not yet processed), oldest first."""
+
+    async def begin_reprocess(self, message_id: str) -> InboundMessage | None:
+        """Start a new run of a stored message from its raw content (status back to RECEIVED)."""
+
+    async def search(self, query: MessageQuery) -> list[MessageSummary]:
+        """Find messages, newest first."""
+
+    async def get(self, message_id: str) -> MessageDetail | None:
+        """Return one message with its contents, destination states and attempts."""
+
+    async def counters(self, channel: str) -> dict[str, int]:
+        """Message counts by status for a channel, plus destination counts as ``dest:NAME:STATUS``."""
+
+    async def prune_content(self, message_id: str) -> None:
+        """Drop stored content of a finished message (storage mode ``metadata``)."""
