@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from engine.core.message import Outbound, SendResult
@@ -86,7 +87,9 @@ class SourceContext(Protocol):
     """What the runtime gives a source."""
 
     channel: str
+    base_dir: Path  # project root: relative paths in configs resolve against it
     log: logging.LoggerAdapter[logging.Logger]
+    debug: bool  # the channel allows message content in logs
 
     async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
         """Durably store ``raw`` (group commit), then process it per the channel's ACK mode.
@@ -114,7 +117,14 @@ class Source(Protocol):
 
 
 class Destination(Protocol):
-    """Sends one message; raises ``RetryableError`` or ``PermanentError`` on failure."""
+    """Sends one message; raises ``RetryableError`` or ``PermanentError`` on failure.
+
+    Built as ``factory(config, channel=NAME, base_dir=PATH, log=BoundLogger)``. ``problem``
+    is a human sentence when the destination cannot work as configured (e.g. its URL
+    variable is unset); the runtime then holds its queue and reports the problem.
+    """
+
+    problem: str | None
 
     async def open(self) -> None: ...
 
