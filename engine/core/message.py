@@ -63,6 +63,7 @@ class InboundMessage:
     control_id: str = ""
     business_key: str = ""
     run: int = 1
+    seq: int = 0  # the store's sequence number, once stored
 
     def __post_init__(self) -> None:
         if not self.correlation_id:

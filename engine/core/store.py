@@ -162,6 +162,9 @@ class MessageStore(Protocol):
     async def finish(self, outcomes: list[DeliveryOutcome]) -> None:
         """Record delivery attempts, update destination rows and release their leases."""
 
+    async def release(self, entries: list[QueueEntry]) -> None:
+        """Give back claimed rows without counting an attempt (a FIFO worker stopping early)."""
+
     async def next_retry_at(self, channel: str, destination: str, partition: int) -> float | None:
         """Return the earliest retry time of the partition's QUEUED rows, or None if none wait."""
 

@@ -1,0 +1,1 @@
+"""Admin HTTP API and (later) the dashboard."""

@@ -1,0 +1,1 @@
+"""The engine: channel lifecycle, pipelines, destination queues, retry and recovery."""

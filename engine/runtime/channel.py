@@ -1,0 +1,399 @@
+"""One deployed channel: its source, pipeline, processor and destination workers.
+
+States: stopped, started, paused (the source listens and stores, processing and delivery
+hold). ``undeployed`` is the engine's business: a ChannelRuntime exists only deployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.core import registry
+from engine.core.channel import ChannelDef
+from engine.core.contracts import Destination, Document, Outcome, Source, SubmitResult
+from engine.core.logs import BoundLogger, bind
+from engine.core.message import InboundMessage, Status, StorageMode
+from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
+from engine.runtime.pipeline import Pipeline, outcome_of
+from engine.runtime.workers import DestinationWorker
+
+log = logging.getLogger("junction.channel")
+
+QUEUE_MAX = 10_000
+BATCH_MAX = 256
+RECOVERY_PAGE = 500
+
+
+@dataclass
+class Item:
+    msg: InboundMessage
+    doc: Document | None = None
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    errors: int = 0
+    processed: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2048))
+
+
+class ChannelRuntime:
+    """Runs one channel. Built by the engine at deploy; ``start``/``stop``/``pause``/``resume``."""
+
+    def __init__(self, channel: ChannelDef, store: MessageStore, base_dir: Path, owner: str) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.store = store
+        self.base_dir = base_dir
+        self.owner = owner
+        self.debug = channel.debug
+        self.log: BoundLogger = bind(log, channel=channel.name)
+        self.state = "stopped"
+        self.pipeline = Pipeline(channel)
+        self.ack_mode: str = getattr(channel.source, "ack_mode", "on_receipt")
+        self.destinations: dict[str, Destination] = {}
+        self.workers: dict[str, list[DestinationWorker]] = {}
+        self.source: Source | None = None
+        self.stats = Stats()
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
+        self._processor: asyncio.Task[None] | None = None
+        self._running = asyncio.Event()
+        self._waiters: dict[str, asyncio.Future[ProcessResult]] = {}
+        self._first_sends: dict[tuple[str, str], asyncio.Future[DeliveryOutcome]] = {}
+        self._inflight: set[str] = set()
+        self._done_while_recovering: set[str] | None = None
+        self._recover = True
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Build destinations and the source (not started)."""
+        for config in self.channel.destinations:
+            spec = registry.get("destination", config.type)
+            dest = spec.load_factory()(config, channel=self.name, base_dir=self.base_dir, log=self.log)
+            await dest.open()
+            self.destinations[config.name] = dest
+            if dest.problem:
+                self.log.warning(
+                    "Destination is not usable; its queue is held.",
+                    extra={"destination": config.name, "problem": dest.problem},
+                )
+        spec = registry.get("source", self.channel.source.type)
+        self.source = spec.load_factory()(self.channel.source, self)
+
+    async def close(self) -> None:
+        await self.stop()
+        for dest in self.destinations.values():
+            await dest.close()
+        self.destinations.clear()
+
+    async def start(self) -> None:
+        if self.state == "started":
+            return
+        if self.state == "paused":
+            await self.resume()
+            return
+        self._start_workers()
+        self._running.set()
+        self._recover = True
+        self._processor = asyncio.create_task(self._process_loop(), name=f"processor:{self.name}")
+        assert self.source is not None
+        try:
+            await self.source.start()
+        except BaseException:
+            await self._teardown()
+            raise
+        self.state = "started"
+        self.log.info("Channel started.", extra={"address": self.source.address})
+
+    async def pause(self) -> None:
+        if self.state == "stopped":
+            self._running.clear()
+            self._start_workers()
+            self._recover = True
+            self._processor = asyncio.create_task(self._process_loop(), name=f"processor:{self.name}")
+            assert self.source is not None
+            try:
+                await self.source.start()
+            except BaseException:
+                await self._teardown()
+                raise
+        self._running.clear()
+        for worker in self._all_workers():
+            worker.pause()
+        self.state = "paused"
+        self.log.info("Channel paused.")
+
+    async def resume(self) -> None:
+        if self.state != "paused":
+            return
+        self._recover = True  # pick up what was stored while paused
+        self._running.set()
+        for worker in self._all_workers():
+            worker.resume()
+        self.state = "started"
+        self.log.info("Channel resumed.")
+
+    async def stop(self) -> None:
+        if self.state == "stopped":
+            return
+        await self._teardown()
+        self.log.info("Channel stopped.")
+
+    async def _teardown(self) -> None:
+        if self.source is not None:
+            await self.source.stop()
+        self._running.set()
+        if self._processor is not None:
+            self._processor.cancel()
+            await asyncio.gather(self._processor, return_exceptions=True)
+            self._processor = None
+        for worker in self._all_workers():
+            await worker.stop()
+        self.workers.clear()
+        # Whatever was in memory is RECEIVED in the store: the next start recovers it.
+        self._queue = asyncio.Queue(QUEUE_MAX)
+        self._inflight.clear()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.cancel()
+        self._waiters.clear()
+        self.state = "stopped"
+
+    def _start_workers(self) -> None:
+        keep = self.channel.storage in (StorageMode.DEVELOPMENT, StorageMode.PRODUCTION)
+        for config in self.channel.destinations:
+            dest = self.destinations[config.name]
+            if dest.problem:
+                continue  # held: messages stay QUEUED until the channel is redeployed
+            workers = [
+                DestinationWorker(
+                    channel=self.name, config=config, destination=dest, partition=p, store=self.store,
+                    owner=self.owner, log=self.log, keep_responses=keep, on_finished=self._after_delivery,
+                )
+                for p in range(config.threads)
+            ]
+            for worker in workers:
+                worker.start()
+            self.workers[config.name] = workers
+
+    def _all_workers(self) -> list[DestinationWorker]:
+        return [w for ws in self.workers.values() for w in ws]
+
+    # -- SourceContext ---------------------------------------------------------------------
+
+    @property
+    def channel_name(self) -> str:
+        return self.name
+
+    async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
+        parts = self.pipeline.datatype.split(raw) if raw else [raw]
+        if len(parts) > 1:
+            return await self._submit_batch(raw, parts, source)
+        return await self._submit_one(raw, source)
+
+    async def _submit_one(self, raw: bytes, source: dict[str, Any], correlation_id: str = "") -> SubmitResult:
+        started = time.perf_counter()
+        header, doc, error = self.pipeline.precheck(raw)
+        msg = InboundMessage(
+            self.name, raw, source=source, control_id=header.control_id[:200],
+            business_key=header.business_key[:400], correlation_id=correlation_id,
+        )
+        self.stats.received += 1
+        if error is not None:
+            self.stats.errors += 1
+            await self.store.add_message(msg, status=Status.ERROR, error=f"parse: {error}")
+            self.log.warning(
+                "Message refused: it could not be parsed.",
+                extra={"message_id": msg.id, "position": error.position, "reason": error.reason},
+            )
+            outcome = Outcome("AR", reason=error.reason[:200], position=error.position, error_code=_hl7_code(error.code))
+            return SubmitResult(msg.id, False, self.pipeline.respond(raw, outcome), Status.ERROR)
+        self._inflight.add(msg.id)
+        try:
+            await self.store.add_message(msg)
+        except BaseException:
+            self._inflight.discard(msg.id)
+            raise
+        waiter: asyncio.Future[ProcessResult] | None = None
+        if self.ack_mode == "after_processing":
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[msg.id] = waiter
+        if self.state == "started" or self._running.is_set():
+            await self._queue.put(Item(msg, doc))
+        else:
+            self._inflight.discard(msg.id)  # paused: recovery on resume processes it from the store
+        if waiter is None:
+            self.stats.latencies.append(time.perf_counter() - started)
+            return SubmitResult(msg.id, True, self.pipeline.respond(raw, Outcome("AA")), Status.RECEIVED)
+        result = await waiter
+        self.stats.latencies.append(time.perf_counter() - started)
+        outcome = outcome_of(result)
+        return SubmitResult(msg.id, outcome.code == "AA", self.pipeline.respond(raw, outcome), result.status)
+
+    async def _submit_batch(self, raw: bytes, parts: list[bytes], source: dict[str, Any]) -> SubmitResult:
+        """A batch (FHS/BHS or several MSH in one payload): one message each, one answer."""
+        first: SubmitResult | None = None
+        correlation = ""
+        for index, part in enumerate(parts):
+            result = await self._submit_one(part, {**source, "batch_index": index, "batch_size": len(parts)},
+                                            correlation)
+            if first is None:
+                first = result
+                correlation = result.message_id
+        assert first is not None
+        return first
+
+    async def reject(self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True) -> SubmitResult:
+        msg = InboundMessage(self.name, raw, source={**source, "refused": reason})
+        header = self.pipeline.datatype.header(raw)
+        msg.control_id = header.control_id[:200]
+        self.stats.received += 1
+        self.stats.errors += 1
+        if store:
+            await self.store.add_message(msg, status=Status.ERROR, error=f"refused: {reason}")
+        self.log.warning("Message refused by the source.", extra={"message_id": msg.id, "reason": reason})
+        response = self.pipeline.respond(raw, Outcome("AR", reason=reason[:200], error_code="100"))
+        return SubmitResult(msg.id, False, response, Status.ERROR)
+
+    # -- processing ------------------------------------------------------------------------
+
+    async def enqueue_existing(self, msg: InboundMessage) -> None:
+        """Queue a stored RECEIVED message (reprocess) for processing when the channel runs."""
+        if self.state == "started":
+            self._inflight.add(msg.id)
+            await self._queue.put(Item(msg))
+
+    async def _process_loop(self) -> None:
+        while True:
+            await self._running.wait()
+            if self._recover:
+                self._recover = False
+                await self._recover_stored()
+                continue
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=0.5)
+            except TimeoutError:
+                continue
+            batch = [first]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._process(batch)
+
+    async def _recover_stored(self) -> None:
+        self._done_while_recovering = set()
+        total = 0
+        after = 0
+        try:
+            while True:
+                page = await self.store.unprocessed(self.name, limit=RECOVERY_PAGE, after_seq=after)
+                if not page:
+                    break
+                after = max(m.seq for m in page)
+                items = [
+                    Item(m) for m in page
+                    if m.id not in self._inflight and m.id not in self._done_while_recovering
+                ]
+                if items:
+                    total += len(items)
+                    for item in items:
+                        self._inflight.add(item.msg.id)
+                    await self._process(items)
+                if len(page) < RECOVERY_PAGE:
+                    break
+        finally:
+            self._done_while_recovering = None
+        if total:
+            self.log.info("Recovered stored messages.", extra={"count": total})
+
+    async def _process(self, batch: list[Item]) -> None:
+        if self.pipeline.slow:
+            results = [await asyncio.to_thread(self.pipeline.run, item.msg, item.doc) for item in batch]
+        else:
+            results = [self.pipeline.run(item.msg, item.doc) for item in batch]
+        send_first = [d.name for d in self.channel.destinations if d.send_first and d.name in self.workers]
+        await asyncio.gather(*(self.store.record_result(r) for r in results))
+        woken: set[str] = set()
+        for item, result in zip(batch, results, strict=True):
+            self._inflight.discard(item.msg.id)
+            if self._done_while_recovering is not None:
+                self._done_while_recovering.add(item.msg.id)
+            self.stats.processed += 1
+            if result.status in (Status.ERROR, Status.EXCEPTION):
+                self.stats.errors += 1
+                self.log.warning(
+                    "Message processing failed.",
+                    extra={"message_id": item.msg.id, "status": str(result.status), "error": result.error[:300]},
+                )
+            woken.update(r.destination for r in result.routes if r.status == Status.QUEUED)
+        for name in woken:
+            for worker in self.workers.get(name, []):
+                worker.wake.set()
+        await self._await_send_first(batch, results, send_first)
+        for item, result in zip(batch, results, strict=True):
+            waiter = self._waiters.pop(item.msg.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(result)
+
+    async def _await_send_first(self, batch: list[Item], results: list[ProcessResult], names: list[str]) -> None:
+        """send_first destinations: the sender's answer waits for the first delivery attempt."""
+        if not names or self.ack_mode != "after_processing":
+            return
+        loop = asyncio.get_running_loop()
+        futures = []
+        for item, result in zip(batch, results, strict=True):
+            if item.msg.id not in self._waiters:
+                continue
+            for route in result.routes:
+                if route.destination in names and route.status == Status.QUEUED:
+                    fut: asyncio.Future[DeliveryOutcome] = loop.create_future()
+                    self._first_sends[(item.msg.id, route.destination)] = fut
+                    futures.append(fut)
+        if futures:
+            await asyncio.wait(futures, timeout=30)
+
+    async def _after_delivery(self, outcomes: list[DeliveryOutcome]) -> None:
+        for outcome in outcomes:
+            fut = self._first_sends.pop((outcome.message_id, outcome.destination), None)
+            if fut is not None and not fut.done():
+                fut.set_result(outcome)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        source_address = self.source.address if self.source is not None else None
+        lat = sorted(self.stats.latencies)
+        return {
+            "name": self.name,
+            "state": self.state,
+            "source": {"type": self.channel.source.type, "address": source_address, "ack_mode": self.ack_mode},
+            "destinations": [
+                {
+                    "name": d.name,
+                    "type": d.type,
+                    "threads": d.threads,
+                    "problem": self.destinations[d.name].problem if d.name in self.destinations else None,
+                }
+                for d in self.channel.destinations
+            ],
+            "since_start": {
+                "received": self.stats.received,
+                "processed": self.stats.processed,
+                "errors": self.stats.errors,
+                "ack_p50_ms": round(lat[len(lat) // 2] * 1000, 3) if lat else None,
+                "ack_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
+            },
+        }
+
+
+def _hl7_code(code: str) -> str:
+    """Map a ParseError code to an HL7 table 0357 error code."""
+    return {"segment": "100", "sequence": "100", "required": "101", "datatype": "102", "table": "103",
+            "length": "206", "type": "200", "version": "203"}.get(code, "100")

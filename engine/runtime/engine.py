@@ -1,0 +1,194 @@
+"""The engine process: the store, every deployed channel, deploy/undeploy from YAML."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.core import registry
+from engine.core.errors import ConfigError, Diagnostic, JunctionError
+from engine.core.loader import channel_files, load_channel
+from engine.core.logs import bind
+from engine.core.message import Status
+from engine.core.store import MessageQuery, MessageStore
+from engine.runtime.channel import ChannelRuntime
+from engine.runtime.settings import EngineSettings
+
+log = bind(logging.getLogger("junction.engine"))
+
+
+class ChannelNotFound(JunctionError):
+    pass
+
+
+class Engine:
+    """Owns the store and the channel runtimes; every admin action goes through here."""
+
+    def __init__(self, base_dir: Path, settings: EngineSettings | None = None) -> None:
+        self.base_dir = base_dir.resolve()
+        self.settings = settings or EngineSettings()
+        self.channels_dir = self.base_dir / self.settings.channels_dir
+        self.owner = self.settings.node()
+        self.store: MessageStore = self._build_store()
+        self.channels: dict[str, ChannelRuntime] = {}
+        self.load_problems: list[Diagnostic] = []
+        self._lock = asyncio.Lock()
+
+    def _build_store(self) -> MessageStore:
+        data = dict(self.settings.store)
+        spec = registry.get("store", str(data.get("type", "sqlite")))
+        config = spec.config.model_validate(data)
+        store: MessageStore = spec.load_factory()(config, self.base_dir)
+        return store
+
+    # -- process lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        released = await self.store.reset_leases()
+        if released:
+            log.info("Released stale queue leases.", extra={"count": released})
+        result = await self.deploy_all()
+        for problem in self.load_problems:
+            log.error("Channel file is invalid; it was not deployed.", extra={"problem": str(problem)})
+        log.info("Engine started.", extra={"deployed": len(self.channels), "failed": len(result["failed"])})
+
+    async def stop(self) -> None:
+        for name in list(self.channels):
+            await self._undeploy(name)
+        await self.store.close()
+        log.info("Engine stopped.")
+
+    # -- deployment ----------------------------------------------------------------------------
+
+    def channel_path(self, name: str) -> Path:
+        for suffix in (".yaml", ".yml"):
+            path = self.channels_dir / f"{name}{suffix}"
+            if path.exists():
+                return path
+        raise ChannelNotFound(f"no channel file for {name!r} in {self.channels_dir}")
+
+    def known_names(self) -> list[str]:
+        names = {p.stem for p in channel_files([self.channels_dir])} if self.channels_dir.exists() else set()
+        return sorted(names | set(self.channels))
+
+    async def deploy(self, name: str, *, state: str | None = None) -> ChannelRuntime:
+        """(Re)deploy one channel from its YAML file; keeps the current state on redeploy."""
+        async with self._lock:
+            return await self._deploy(name, state=state)
+
+    async def _deploy(self, name: str, *, state: str | None = None) -> ChannelRuntime:
+        path = self.channel_path(name)
+        channel = load_channel(path)  # raises ConfigError before anything is touched
+        previous = self.channels.get(name)
+        target = state or (previous.state if previous else channel.initial_state)
+        if previous is not None:
+            await self._undeploy(name)
+        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner)
+        await runtime.open()
+        self.channels[name] = runtime
+        try:
+            if target == "started":
+                await runtime.start()
+            elif target == "paused":
+                await runtime.pause()
+        except OSError as exc:
+            log.error("Channel could not start.", extra={"channel": name, "error": str(exc)})
+            await runtime.stop()
+        log.info("Channel deployed.", extra={"channel": name, "state": runtime.state})
+        return runtime
+
+    async def undeploy(self, name: str) -> None:
+        async with self._lock:
+            await self._undeploy(name)
+
+    async def _undeploy(self, name: str) -> None:
+        runtime = self.channels.pop(name, None)
+        if runtime is None:
+            raise ChannelNotFound(f"channel {name!r} is not deployed")
+        await runtime.close()
+        log.info("Channel undeployed.", extra={"channel": name})
+
+    async def deploy_all(self) -> dict[str, Any]:
+        """Deploy new files, redeploy changed ones, undeploy channels whose file is gone."""
+        async with self._lock:
+            self.load_problems = []
+            deployed, failed = [], []
+            names = {p.stem for p in channel_files([self.channels_dir])} if self.channels_dir.exists() else set()
+            for name in sorted(set(self.channels) - names):
+                await self._undeploy(name)
+            for name in sorted(names):
+                try:
+                    await self._deploy(name)
+                    deployed.append(name)
+                except ConfigError as exc:
+                    self.load_problems.extend(exc.diagnostics)
+                    failed.append({"channel": name, "errors": [str(d) for d in exc.diagnostics]})
+            return {"deployed": deployed, "failed": failed}
+
+    def get(self, name: str) -> ChannelRuntime:
+        runtime = self.channels.get(name)
+        if runtime is None:
+            raise ChannelNotFound(f"channel {name!r} is not deployed")
+        return runtime
+
+    # -- channel actions -------------------------------------------------------------------------
+
+    async def act(self, name: str, action: str) -> dict[str, Any]:
+        async with self._lock:
+            if action == "deploy":
+                runtime = await self._deploy(name)
+                return runtime.describe()
+            if action == "redeploy":
+                runtime = await self._deploy(name)
+                return runtime.describe()
+            if action == "undeploy":
+                await self._undeploy(name)
+                return {"name": name, "state": "undeployed"}
+            runtime = self.get(name)
+            operation = {"start": runtime.start, "stop": runtime.stop, "pause": runtime.pause,
+                         "resume": runtime.resume}.get(action)
+            if operation is None:
+                raise JunctionError(f"unknown action {action!r}")
+            await operation()
+            return runtime.describe()
+
+    async def status(self, name: str) -> dict[str, Any]:
+        if name in self.channels:
+            info = self.channels[name].describe()
+        else:
+            self.channel_path(name)
+            info = {"name": name, "state": "undeployed", "source": None, "destinations": []}
+        info["counters"] = await self.store.counters(name)
+        return info
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        return [await self.status(name) for name in self.known_names()]
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    async def reprocess(self, message_id: str) -> dict[str, Any]:
+        msg = await self.store.begin_reprocess(message_id)
+        if msg is None:
+            raise JunctionError(f"no message {message_id!r}")
+        runtime = self.channels.get(msg.channel)
+        if runtime is not None:
+            await runtime.enqueue_existing(msg)
+        log.info("Message queued for reprocessing.", extra={"message_id": msg.id, "channel": msg.channel,
+                                                            "run": msg.run})
+        return {"id": msg.id, "channel": msg.channel, "run": msg.run, "queued": runtime is not None}
+
+    async def reprocess_matching(self, query: MessageQuery) -> list[dict[str, Any]]:
+        found = await self.store.search(query)
+        return [await self.reprocess(m.id) for m in found]
+
+
+def parse_status(value: str | None) -> Status | None:
+    if not value:
+        return None
+    try:
+        return Status(value.upper())
+    except ValueError:
+        raise JunctionError(f"unknown status {value!r}; expected one of {', '.join(s.value for s in Status)}") from None

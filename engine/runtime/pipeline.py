@@ -1,0 +1,128 @@
+"""decode -> parse -> filter -> transform -> route, for one channel.
+
+Built once at deploy time; ``run`` is synchronous CPU work on one message and never
+raises: every failure becomes a ``ProcessResult`` with status ERROR or EXCEPTION.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.core import registry
+from engine.core.channel import ChannelDef, DestinationConfig, TransformConfig
+from engine.core.contracts import DataType, Document, Header, Outcome, Transform
+from engine.core.errors import MappingError, ParseError
+from engine.core.message import InboundMessage, Status, StorageMode
+from engine.core.store import DestinationRoute, ProcessResult
+from engine.runtime.filters import Predicate, compile_filter
+
+
+def build_datatype(config: object) -> DataType:
+    spec = registry.get("datatype", config.type)  # type: ignore[attr-defined]
+    factory: Callable[[object], DataType] = spec.load_factory()
+    return factory(config)
+
+
+def build_transform(config: TransformConfig | None, datatype: DataType) -> Transform:
+    if config is None:
+        spec = registry.get("transform", "passthrough")
+        config = spec.config.model_validate({"type": "passthrough"})  # type: ignore[assignment]
+    else:
+        spec = registry.get("transform", config.type)
+    factory: Callable[[object, DataType], Transform] = spec.load_factory()
+    return factory(config, datatype)
+
+
+@dataclass
+class Route:
+    config: DestinationConfig
+    accept: Predicate
+    transform: Transform | None
+
+    def partition(self, msg: InboundMessage, doc: Document) -> int:
+        threads = self.config.threads
+        if threads <= 1:
+            return 0
+        key = doc.get(self.config.order_key) if self.config.order_key else None
+        return zlib.crc32((key if key is not None else msg.id).encode()) % threads
+
+
+class Pipeline:
+    def __init__(self, channel: ChannelDef) -> None:
+        self.channel = channel
+        self.datatype = build_datatype(channel.pipeline.datatype)
+        self.transform = build_transform(channel.pipeline.transform, self.datatype)
+        self.accept = compile_filter(channel.pipeline.filter)
+        self.routes = [
+            Route(d, compile_filter(d.filter), build_transform(d.transform, self.datatype) if d.transform else None)
+            for d in channel.destinations
+        ]
+        self.slow = getattr(channel.pipeline.datatype, "validate", "none") not in (None, "none", False)
+
+    # -- at the door (before the durable commit) ------------------------------------------
+
+    def precheck(self, raw: bytes) -> tuple[Header, Document | None, ParseError | None]:
+        """Cheap header read plus the fast parse, so a malformed message is refused at once."""
+        header = self.datatype.header(raw)
+        try:
+            return header, self.datatype.parse(raw), None
+        except ParseError as exc:
+            return header, None, exc
+        except Exception as exc:  # noqa: BLE001 - a data type bug must not kill the listener
+            return header, None, ParseError(f"unexpected parser failure ({type(exc).__name__})", code="parse")
+
+    def respond(self, raw: bytes, outcome: Outcome) -> bytes | None:
+        try:
+            return self.datatype.respond(raw, outcome)
+        except Exception:  # noqa: BLE001 - never fail to answer because the ACK builder failed
+            return None
+
+    # -- processing --------------------------------------------------------------------------
+
+    def run(self, msg: InboundMessage, doc: Document | None = None) -> ProcessResult:
+        try:
+            return self._run(msg, doc)
+        except ParseError as exc:
+            return ProcessResult(msg.id, msg.run, Status.ERROR, error=f"parse: {exc}")
+        except MappingError as exc:
+            status = Status.EXCEPTION if exc.severity == "error" else Status.ERROR
+            rule = f" [{exc.rule}]" if exc.rule else ""
+            return ProcessResult(msg.id, msg.run, status, error=f"mapping{rule}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the per-message boundary: store it and move on
+            return ProcessResult(msg.id, msg.run, Status.ERROR, error=f"internal: {type(exc).__name__}: {exc}")
+
+    def _run(self, msg: InboundMessage, doc: Document | None) -> ProcessResult:
+        if doc is None:
+            doc = self.datatype.parse(msg.raw)
+        problems = self.datatype.validate(msg.raw) if self.slow else []
+        if problems:
+            shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            return ProcessResult(msg.id, msg.run, Status.ERROR, error=f"validation: {shown}")
+        stages: dict[str, bytes] = {}
+        mode = self.channel.storage
+        if mode == StorageMode.DEVELOPMENT:
+            stages["parsed"] = json.dumps(doc.to_data(), ensure_ascii=False).encode()
+        if not self.accept(doc):
+            return ProcessResult(msg.id, msg.run, Status.FILTERED, stages=stages)
+        content, content_type = self.transform.apply(msg.raw, doc)
+        if mode in (StorageMode.DEVELOPMENT, StorageMode.PRODUCTION):
+            stages["transformed"] = content
+        routes = []
+        for route in self.routes:
+            if not route.accept(doc):
+                routes.append(DestinationRoute(route.config.name, status=Status.FILTERED))
+                continue
+            body, body_type = route.transform.apply(msg.raw, doc) if route.transform else (content, content_type)
+            routes.append(DestinationRoute(route.config.name, route.partition(msg, doc), Status.QUEUED, body, body_type))
+        return ProcessResult(msg.id, msg.run, Status.TRANSFORMED, stages=stages, routes=routes)
+
+
+def outcome_of(result: ProcessResult) -> Outcome:
+    """The ACK a processed message deserves (after_processing mode)."""
+    if result.status in (Status.TRANSFORMED, Status.FILTERED):
+        return Outcome("AA")
+    reason = result.error.split("\n", 1)[0][:200]
+    return Outcome("AE", reason=reason, error_code="207")

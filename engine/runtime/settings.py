@@ -1,0 +1,48 @@
+"""Engine settings (config/junction.yaml): store, admin API, logging."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.core.loader import load_model, load_yaml, resolve_plugin
+from engine.core.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiSettings(_Strict):
+    listen: str = Field("127.0.0.1:8780", description="Admin API address, host:port.")
+    token_file: str = Field("var/api-token", description="Where a generated token is kept (mode 0600).")
+
+
+class LogSettings(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class EngineSettings(_Strict):
+    channels_dir: str = Field("channels", description="Folder of channel YAML files.")
+    store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"}, description="Message store.")
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    node_id: str = Field("", description="Name of this engine node in leases; default host-pid.")
+
+    def node(self) -> str:
+        return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def load_settings(path: Path | None) -> EngineSettings:
+    if path is None or not path.exists():
+        return EngineSettings()
+    settings = load_model(path, EngineSettings)
+    doc = load_yaml(path)
+    if resolve_plugin(doc, "store", dict(settings.store), ("store",)) is None:  # type: ignore[arg-type]
+        raise ConfigError(doc.problems)
+    return settings
