@@ -45,11 +45,13 @@ class Client:
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         url = self.base_url + path + (("?" + urllib.parse.urlencode(query)) if query else "")
         data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-        request = urllib.request.Request(url, data=data, method=method)
+        if not url.startswith(("http://", "https://")):
+            _fail(f"the admin API URL must be http(s): {self.base_url}", 2)
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
         request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - admin URL from config
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - scheme checked above
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:
@@ -62,7 +64,7 @@ class Client:
             if exc.code == 401:
                 _fail(f"the engine refused the token ({detail})", EXIT_UNREACHABLE)
             _fail(f"{payload.get('title', 'error')}: {detail}", EXIT_PROBLEMS)
-        except (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             _fail(f"cannot reach the engine at {self.base_url} ({exc}); is `junction run` running?", EXIT_UNREACHABLE)
 
 
@@ -90,7 +92,7 @@ def _client(ctx: click.Context) -> Client:
 def _table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)] if rows else map(len, headers)
     widths = list(widths)
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     click.echo(fmt.format(*headers))
     for row in rows:
         click.echo(fmt.format(*[str(x) for x in row]))
@@ -102,8 +104,13 @@ def _when(epoch: float | None) -> str:
 
 @click.group()
 @click.version_option(__version__, prog_name="junction")
-@click.option("--project", "-p", default=lambda: os.environ.get("JUNCTION_HOME", "."), show_default="current folder",
-              help="Project folder holding channels/, mappings/ and config/.")
+@click.option(
+    "--project",
+    "-p",
+    default=lambda: os.environ.get("JUNCTION_HOME", "."),
+    show_default="current folder",
+    help="Project folder holding channels/, mappings/ and config/.",
+)
 @click.option("--config", "-c", default=None, help="Engine settings file (default: PROJECT/config/junction.yaml).")
 @click.option("--api", default=None, help="Admin API URL (default: from the settings, or JUNCTION_API).")
 @click.pass_context
@@ -183,10 +190,22 @@ def plugins_list(kind: str | None, fmt: str) -> None:
 
     specs = [s for s in registry.all_specs() if kind is None or s.kind == kind]
     if fmt == "json":
-        click.echo(json.dumps([
-            {"kind": s.kind, "name": s.name, "summary": s.summary, "status": s.status, "since": s.since,
-             "fields": sorted(s.config.model_fields)} for s in specs
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "kind": s.kind,
+                        "name": s.name,
+                        "summary": s.summary,
+                        "status": s.status,
+                        "since": s.since,
+                        "fields": sorted(s.config.model_fields),
+                    }
+                    for s in specs
+                ],
+                indent=2,
+            )
+        )
         return
     _table([[s.kind, s.name, s.status, s.summary] for s in specs], ["KIND", "NAME", "STATUS", "SUMMARY"])
 
@@ -207,15 +226,24 @@ def _channel_rows(items: list[dict[str, Any]]) -> list[list[str]]:
     for ch in items:
         counters = ch.get("counters", {})
         source = ch.get("source") or {}
-        rows.append([
-            ch["name"], ch["state"], source.get("type") or "-", source.get("address") or "-",
-            str(counters.get("RECEIVED", 0) + sum(counters.get(s, 0) for s in ("TRANSFORMED", "FILTERED", "ERROR",
-                                                                                  "EXCEPTION"))),
-            str(sum(v for k, v in counters.items() if k.startswith("dest:") and k.endswith(":QUEUED"))),
-            str(sum(v for k, v in counters.items() if k.startswith("dest:") and k.endswith(":SENT"))),
-            str(counters.get("ERROR", 0) + sum(v for k, v in counters.items()
-                                               if k.startswith("dest:") and k.endswith(":ERROR"))),
-        ])
+        rows.append(
+            [
+                ch["name"],
+                ch["state"],
+                source.get("type") or "-",
+                source.get("address") or "-",
+                str(
+                    counters.get("RECEIVED", 0)
+                    + sum(counters.get(s, 0) for s in ("TRANSFORMED", "FILTERED", "ERROR", "EXCEPTION"))
+                ),
+                str(sum(v for k, v in counters.items() if k.startswith("dest:") and k.endswith(":QUEUED"))),
+                str(sum(v for k, v in counters.items() if k.startswith("dest:") and k.endswith(":SENT"))),
+                str(
+                    counters.get("ERROR", 0)
+                    + sum(v for k, v in counters.items() if k.startswith("dest:") and k.endswith(":ERROR"))
+                ),
+            ]
+        )
     return rows
 
 
@@ -255,8 +283,9 @@ def channel_status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         click.echo("  messages: " + (", ".join(f"{k.lower()}={v}" for k, v in sorted(plain.items())) or "none"))
         for dest in ch.get("destinations", []):
             prefix = f"dest:{dest['name']}:"
-            parts = ", ".join(f"{k[len(prefix):].lower()}={v}" for k, v in sorted(counters.items())
-                              if k.startswith(prefix))
+            parts = ", ".join(
+                f"{k[len(prefix) :].lower()}={v}" for k, v in sorted(counters.items()) if k.startswith(prefix)
+            )
             warn = f"  PROBLEM: {dest['problem']}" if dest.get("problem") else ""
             click.echo(f"  -> {dest['name']} ({dest['type']}): {parts or 'nothing yet'}{warn}")
 
@@ -319,21 +348,30 @@ def _parse_time(value: str | None) -> float | None:
     return parsed.timestamp()
 
 
-def _filters(channel: str | None, status: str | None, since: str | None, until: str | None,
-             control_id: str | None, limit: int) -> dict[str, Any]:
-    return {"channel": channel, "status": status.upper() if status else None, "since": _parse_time(since),
-            "until": _parse_time(until), "control_id": control_id, "limit": limit}
+def _filters(
+    channel: str | None, status: str | None, since: str | None, until: str | None, control_id: str | None, limit: int
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "status": status.upper() if status else None,
+        "since": _parse_time(since),
+        "until": _parse_time(until),
+        "control_id": control_id,
+        "limit": limit,
+    }
 
 
 def _filter_options(func: Any) -> Any:
-    for option in reversed([
-        click.option("--channel", help="Channel name."),
-        click.option("--status", help="RECEIVED, FILTERED, TRANSFORMED, QUEUED, SENT, ERROR or EXCEPTION."),
-        click.option("--since", help="Received at or after (epoch, ISO 8601, or an age: 15m, 2h, 1d)."),
-        click.option("--until", help="Received before (same forms)."),
-        click.option("--control-id", help="Control id (MSH-10, ISA13 ...)."),
-        click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000)),
-    ]):
+    for option in reversed(
+        [
+            click.option("--channel", help="Channel name."),
+            click.option("--status", help="RECEIVED, FILTERED, TRANSFORMED, QUEUED, SENT, ERROR or EXCEPTION."),
+            click.option("--since", help="Received at or after (epoch, ISO 8601, or an age: 15m, 2h, 1d)."),
+            click.option("--until", help="Received before (same forms)."),
+            click.option("--control-id", help="Control id (MSH-10, ISA13 ...)."),
+            click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000)),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -347,16 +385,33 @@ def message() -> None:
 @_filter_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def message_list(ctx: click.Context, channel: str | None, status: str | None, since: str | None, until: str | None,
-                 control_id: str | None, limit: int, as_json: bool) -> None:
+def message_list(
+    ctx: click.Context,
+    channel: str | None,
+    status: str | None,
+    since: str | None,
+    until: str | None,
+    control_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Messages matching the filters, newest first."""
     items = _client(ctx).call("GET", "/api/messages", _filters(channel, status, since, until, control_id, limit))
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
-    rows = [[m["id"], _when(m["received_at"]), m["channel"], m["status"], m["control_id"] or "-",
-             ",".join(f"{k}={v}" for k, v in m["destinations"].items()) or "-", (m["error"] or "")[:60]]
-            for m in items]
+    rows = [
+        [
+            m["id"],
+            _when(m["received_at"]),
+            m["channel"],
+            m["status"],
+            m["control_id"] or "-",
+            ",".join(f"{k}={v}" for k, v in m["destinations"].items()) or "-",
+            (m["error"] or "")[:60],
+        ]
+        for m in items
+    ]
     _table(rows, ["ID", "RECEIVED", "CHANNEL", "STATUS", "CONTROL ID", "DESTINATIONS", "ERROR"])
 
 
@@ -373,8 +428,9 @@ def message_show(ctx: click.Context, message_id: str, content: bool, as_json: bo
         return
     m = detail["message"]
     click.echo(f"message {m['id']}  channel={m['channel']}  status={m['status']}  run={m['run']}")
-    click.echo(f"  received {_when(m['received_at'])}  control id {m['control_id'] or '-'}  "
-               f"correlation {m['correlation_id']}")
+    click.echo(
+        f"  received {_when(m['received_at'])}  control id {m['control_id'] or '-'}  correlation {m['correlation_id']}"
+    )
     if m["error"]:
         click.echo(f"  error: {m['error']}")
     click.echo(f"  source: {json.dumps(m['source'])}")
@@ -384,12 +440,16 @@ def message_show(ctx: click.Context, message_id: str, content: bool, as_json: bo
             for line in c["content"].replace("\r\n", "\n").replace("\r", "\n").splitlines():
                 click.echo(f"      {line}")
     for d in detail["destinations"]:
-        click.echo(f"  -> [{d['run']}] {d['destination']}: {d['status']} attempts={d['attempts']}"
-                   + (f" last error: {d['last_error']}" if d["last_error"] else ""))
+        click.echo(
+            f"  -> [{d['run']}] {d['destination']}: {d['status']} attempts={d['attempts']}"
+            + (f" last error: {d['last_error']}" if d["last_error"] else "")
+        )
     for a in detail["attempts"]:
         code = f" http={a['status_code']}" if a.get("status_code") else ""
-        click.echo(f"     attempt {a['attempt']} [{a['run']}] {a['destination']} {_when(a['started_at'])} "
-                   f"{a['status']}{code} {a['error'][:80]}")
+        click.echo(
+            f"     attempt {a['attempt']} [{a['run']}] {a['destination']} {_when(a['started_at'])} "
+            f"{a['status']}{code} {a['error'][:80]}"
+        )
 
 
 @message.command("reprocess")
@@ -397,9 +457,17 @@ def message_show(ctx: click.Context, message_id: str, content: bool, as_json: bo
 @_filter_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def message_reprocess(ctx: click.Context, message_ids: tuple[str, ...], channel: str | None, status: str | None,
-                      since: str | None, until: str | None, control_id: str | None, limit: int,
-                      as_json: bool) -> None:
+def message_reprocess(
+    ctx: click.Context,
+    message_ids: tuple[str, ...],
+    channel: str | None,
+    status: str | None,
+    since: str | None,
+    until: str | None,
+    control_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Run stored messages through the pipeline again (by id, or by filter)."""
     client = _client(ctx)
     if message_ids:
@@ -429,8 +497,9 @@ def send() -> None:
 @click.argument("address")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each ACK.")
-@click.option("--split/--no-split", default=True, show_default=True,
-              help="Send each message of a multi-message file separately.")
+@click.option(
+    "--split/--no-split", default=True, show_default=True, help="Send each message of a multi-message file separately."
+)
 def send_mllp(address: str, files: tuple[str, ...], timeout: float, split: bool) -> None:
     """Send HL7 files to HOST:PORT over MLLP; print each ACK code; exit 1 unless all are AA/CA."""
     host, _, port = address.rpartition(":")
@@ -440,7 +509,7 @@ def send_mllp(address: str, files: tuple[str, ...], timeout: float, split: bool)
     with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as sock:
         for file in files:
             data = Path(file).read_bytes()
-            for payload in (_split_messages(data) if split else [data]):
+            for payload in _split_messages(data) if split else [data]:
                 sock.sendall(b"\x0b" + payload + b"\x1c\r")
                 ack = _read_frame(sock)
                 code, text = _msa(ack)
@@ -472,7 +541,7 @@ def _read_frame(sock: socket.socket) -> bytes:
         buffer += chunk
     start = buffer.find(b"\x0b")
     end = buffer.find(b"\x1c")
-    return buffer[start + 1:end] if start >= 0 and end > start else b""
+    return buffer[start + 1 : end] if start >= 0 and end > start else b""
 
 
 def _msa(ack: bytes) -> tuple[str, str]:

@@ -142,8 +142,13 @@ class AdminApi:
     async def health(self, request: web.Request) -> web.Response:
         channels = {name: rt.state for name, rt in self.engine.channels.items()}
         return web.json_response(
-            {"status": "ok", "version": __version__, "node": self.engine.owner, "channels": channels,
-             "invalid_channel_files": [str(d) for d in self.engine.load_problems]}
+            {
+                "status": "ok",
+                "version": __version__,
+                "node": self.engine.owner,
+                "channels": channels,
+                "invalid_channel_files": [str(d) for d in self.engine.load_problems],
+            }
         )
 
     async def channels(self, request: web.Request) -> web.Response:
@@ -199,13 +204,16 @@ class AdminApi:
             return problem(404, "Not found", f"no message {request.match_info['id']!r}")
         with_content = request.query.get("content", "") in ("1", "true", "yes")
         if with_content:
-            audit.info("Message content viewed.", extra={"message_id": request.match_info["id"],
-                                                          "peer": request.remote})
+            audit.info(
+                "Message content viewed.", extra={"message_id": request.match_info["id"], "peer": request.remote}
+            )
         return web.json_response(detail_json(detail, with_content))
 
     async def reprocess(self, request: web.Request) -> web.Response:
-        audit.info("Admin action.", extra={"action": "reprocess", "message_id": request.match_info["id"],
-                                           "peer": request.remote})
+        audit.info(
+            "Admin action.",
+            extra={"action": "reprocess", "message_id": request.match_info["id"], "peer": request.remote},
+        )
         return web.json_response(await self.engine.reprocess(request.match_info["id"]))
 
     async def reprocess_matching(self, request: web.Request) -> web.Response:
@@ -238,8 +246,9 @@ class AdminApi:
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
-async def serve(base_dir: Path, settings: EngineSettings, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(
+    base_dir: Path, settings: EngineSettings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Start the engine and the admin API; run until ``stop`` is set or SIGINT/SIGTERM."""
     engine = Engine(base_dir, settings)
     token = ensure_token(engine.base_dir, settings)

@@ -2,7 +2,8 @@
 
 Every problem in a file is collected and reported at once, in the shape
 
-    channels/x.yaml:6:13: error: source.ack_mode: expected one of on_receipt, after_processing; found "orignal" (did you mean "on_receipt"?)
+    channels/x.yaml:6:13: error: source.ack_mode: expected one of on_receipt, after_processing;
+    found "on_recept" (did you mean "on_receipt"?)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.core import registry
 from engine.core.channel import (
@@ -322,6 +323,10 @@ def resolve_plugin(doc: YamlDoc, kind: Kind, data: Any, loc: Loc) -> BaseModel |
     return validate_model(spec.config, doc, data, loc)
 
 
+class _SharedDestinationKeys(DestinationConfig):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 def _placeholder(kind: Kind, data: Any) -> BaseModel:
     base = _BASES[kind]
     return base.model_construct(type=str(data.get("type", "")) if isinstance(data, dict) else str(data))
@@ -340,8 +345,12 @@ def _resolve_destination(doc: YamlDoc, data: Any, loc: Loc) -> Any:
     data = dict(data)
     _resolve_into(doc, "transform", data, "transform", loc)
     transform = data.pop("transform", None)
+    before = len(doc.problems)
     resolved = resolve_plugin(doc, "destination", data, loc)
     if resolved is None:
+        if not any(d.path.startswith(dotted(loc)) and d.path != dotted((*loc, "type")) for d in doc.problems[before:]):
+            # The type is unknown: still check the keys every destination shares.
+            validate_model(_SharedDestinationKeys, doc, data, loc)
         return DestinationConfig.model_construct(type=str(data.get("type", "")), name=str(data.get("name", "")))
     if transform is not None:
         resolved = resolved.model_copy(update={"transform": transform})
@@ -377,10 +386,16 @@ def load_channel(path: str | Path, env: Mapping[str, str] | None = None, *, text
         if isinstance(name, str) and name != stem and text is None:
             doc.error(("name",), f'expected the file stem "{stem}"; found "{name}"', "rename the file or the channel")
     if doc.problems:
-        doc.problems.sort(key=lambda d: (d.location.line, d.location.column))
-        raise ConfigError(doc.problems)
+        raise ConfigError(_tidy(doc.problems))
     assert channel is not None
     return channel
+
+
+def _tidy(problems: list[Diagnostic]) -> list[Diagnostic]:
+    """Sort by position; an unset variable hides the follow-on errors about its empty value."""
+    unset = {d.path for d in problems if d.message.startswith("environment variable ")}
+    kept = [d for d in problems if d.path not in unset or d.message.startswith("environment variable ")]
+    return sorted(kept, key=lambda d: (d.location.line, d.location.column))
 
 
 def channel_files(paths: Iterable[str | Path]) -> list[Path]:

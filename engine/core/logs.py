@@ -1,7 +1,7 @@
 """Structured logging: a fixed sentence plus fields; never message content.
 
-    log = bind(logging.getLogger("junction.mllp"), channel="ehr-adt-in")
-    log.info("Connection accepted.", extra={"peer": "127.0.0.1:50312"})
+log = bind(logging.getLogger("junction.mllp"), channel="ehr-adt-in")
+log.info("Connection accepted.", extra={"peer": "127.0.0.1:50312"})
 """
 
 from __future__ import annotations

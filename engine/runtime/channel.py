@@ -175,8 +175,15 @@ class ChannelRuntime:
                 continue  # held: messages stay QUEUED until the channel is redeployed
             workers = [
                 DestinationWorker(
-                    channel=self.name, config=config, destination=dest, partition=p, store=self.store,
-                    owner=self.owner, log=self.log, keep_responses=keep, on_finished=self._after_delivery,
+                    channel=self.name,
+                    config=config,
+                    destination=dest,
+                    partition=p,
+                    store=self.store,
+                    owner=self.owner,
+                    log=self.log,
+                    keep_responses=keep,
+                    on_finished=self._after_delivery,
                 )
                 for p in range(config.threads)
             ]
@@ -203,8 +210,12 @@ class ChannelRuntime:
         started = time.perf_counter()
         header, doc, error = self.pipeline.precheck(raw)
         msg = InboundMessage(
-            self.name, raw, source=source, control_id=header.control_id[:200],
-            business_key=header.business_key[:400], correlation_id=correlation_id,
+            self.name,
+            raw,
+            source=source,
+            control_id=header.control_id[:200],
+            business_key=header.business_key[:400],
+            correlation_id=correlation_id,
         )
         self.stats.received += 1
         if error is not None:
@@ -214,7 +225,9 @@ class ChannelRuntime:
                 "Message refused: it could not be parsed.",
                 extra={"message_id": msg.id, "position": error.position, "reason": error.reason},
             )
-            outcome = Outcome("AR", reason=error.reason[:200], position=error.position, error_code=_hl7_code(error.code))
+            outcome = Outcome(
+                "AR", reason=error.reason[:200], position=error.position, error_code=_hl7_code(error.code)
+            )
             return SubmitResult(msg.id, False, self.pipeline.respond(raw, outcome), Status.ERROR)
         self._inflight.add(msg.id)
         try:
@@ -243,8 +256,9 @@ class ChannelRuntime:
         first: SubmitResult | None = None
         correlation = ""
         for index, part in enumerate(parts):
-            result = await self._submit_one(part, {**source, "batch_index": index, "batch_size": len(parts)},
-                                            correlation)
+            result = await self._submit_one(
+                part, {**source, "batch_index": index, "batch_size": len(parts)}, correlation
+            )
             if first is None:
                 first = result
                 correlation = result.message_id
@@ -298,8 +312,7 @@ class ChannelRuntime:
                     break
                 after = max(m.seq for m in page)
                 items = [
-                    Item(m) for m in page
-                    if m.id not in self._inflight and m.id not in self._done_while_recovering
+                    Item(m) for m in page if m.id not in self._inflight and m.id not in self._done_while_recovering
                 ]
                 if items:
                     total += len(items)
@@ -394,6 +407,8 @@ class ChannelRuntime:
 
 
 def _hl7_code(code: str) -> str:
-    """Map a ParseError code to an HL7 table 0357 error code."""
-    return {"segment": "100", "sequence": "100", "required": "101", "datatype": "102", "table": "103",
-            "length": "206", "type": "200", "version": "203"}.get(code, "100")
+    """An HL7 table 0357 error code for a ParseError code (data types may give the number)."""
+    if code.isdigit():
+        return code
+    return {"required": "101", "datatype": "102", "table": "103", "length": "206", "type": "200",
+            "version": "203"}.get(code, "100")

@@ -148,8 +148,12 @@ class Engine:
                 await self._undeploy(name)
                 return {"name": name, "state": "undeployed"}
             runtime = self.get(name)
-            operation = {"start": runtime.start, "stop": runtime.stop, "pause": runtime.pause,
-                         "resume": runtime.resume}.get(action)
+            operation = {
+                "start": runtime.start,
+                "stop": runtime.stop,
+                "pause": runtime.pause,
+                "resume": runtime.resume,
+            }.get(action)
             if operation is None:
                 raise JunctionError(f"unknown action {action!r}")
             await operation()
@@ -176,8 +180,9 @@ class Engine:
         runtime = self.channels.get(msg.channel)
         if runtime is not None:
             await runtime.enqueue_existing(msg)
-        log.info("Message queued for reprocessing.", extra={"message_id": msg.id, "channel": msg.channel,
-                                                            "run": msg.run})
+        log.info(
+            "Message queued for reprocessing.", extra={"message_id": msg.id, "channel": msg.channel, "run": msg.run}
+        )
         return {"id": msg.id, "channel": msg.channel, "run": msg.run, "queued": runtime is not None}
 
     async def reprocess_matching(self, query: MessageQuery) -> list[dict[str, Any]]:

@@ -116,7 +116,9 @@ class Pipeline:
                 routes.append(DestinationRoute(route.config.name, status=Status.FILTERED))
                 continue
             body, body_type = route.transform.apply(msg.raw, doc) if route.transform else (content, content_type)
-            routes.append(DestinationRoute(route.config.name, route.partition(msg, doc), Status.QUEUED, body, body_type))
+            routes.append(
+                DestinationRoute(route.config.name, route.partition(msg, doc), Status.QUEUED, body, body_type)
+            )
         return ProcessResult(msg.id, msg.run, Status.TRANSFORMED, stages=stages, routes=routes)
 
 

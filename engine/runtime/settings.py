@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.core.loader import load_model, load_yaml, resolve_plugin
 from engine.core.errors import ConfigError
+from engine.core.loader import load_model, load_yaml, resolve_plugin
 
 
 class _Strict(BaseModel):

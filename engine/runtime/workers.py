@@ -51,13 +51,15 @@ class DestinationWorker:
         self.running.set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self.sent = 0
         self.failed = 0
 
     def start(self) -> None:
         self._stopping = False
-        self._task = asyncio.create_task(self._loop(), name=f"worker:{self.channel}:{self.config.name}:{self.partition}")
+        self._task = asyncio.create_task(
+            self._loop(), name=f"worker:{self.channel}:{self.config.name}:{self.partition}"
+        )
 
     async def stop(self) -> None:
         self._stopping = True
@@ -86,7 +88,7 @@ class DestinationWorker:
             self.wake.clear()
             try:
                 worked = await self._round()
-            except Exception:  # noqa: BLE001 - a store hiccup must not end the worker
+            except Exception:
                 self.log.exception("Destination worker round failed; retrying shortly.")
                 worked = False
                 await asyncio.sleep(1.0)
@@ -154,8 +156,13 @@ class DestinationWorker:
                 "Delivery failed permanently.", extra={"message_id": entry.message_id, "error": str(exc)[:300]}
             )
             return DeliveryOutcome(
-                **base, status=Status.ERROR, started_at=started, finished_at=time.time(),
-                error=str(exc)[:2000], status_code=exc.status_code, response=exc.response,
+                **base,
+                status=Status.ERROR,
+                started_at=started,
+                finished_at=time.time(),
+                error=str(exc)[:2000],
+                status_code=exc.status_code,
+                response=exc.response,
                 keep_response=self.keep_responses,
             )
         except Exception as exc:  # noqa: BLE001 - an unexpected connector bug is retried, not lost
@@ -163,8 +170,13 @@ class DestinationWorker:
             return self._retry_or_give_up(entry, attempt_no, started, wrapped, base)
         self.sent += 1
         return DeliveryOutcome(
-            **base, status=Status.SENT, started_at=started, finished_at=time.time(),
-            status_code=result.status_code, response=result.response, keep_response=self.keep_responses,
+            **base,
+            status=Status.SENT,
+            started_at=started,
+            finished_at=time.time(),
+            status_code=result.status_code,
+            response=result.response,
+            keep_response=self.keep_responses,
         )
 
     def _retry_or_give_up(
@@ -179,17 +191,31 @@ class DestinationWorker:
                 extra={"message_id": entry.message_id, "attempts": attempt_no, "error": str(exc)[:300]},
             )
             return DeliveryOutcome(
-                **base, status=Status.ERROR, started_at=started, finished_at=finished,  # type: ignore[arg-type]
-                error=str(exc)[:2000], status_code=exc.status_code, keep_response=self.keep_responses,
+                **base,
+                status=Status.ERROR,
+                started_at=started,
+                finished_at=finished,  # type: ignore[arg-type]
+                error=str(exc)[:2000],
+                status_code=exc.status_code,
+                keep_response=self.keep_responses,
             )
         delay = max(policy.delay(attempt_no, self._rng), exc.retry_after_secs or 0.0)
         self.log.info(
             "Delivery failed; will retry.",
-            extra={"message_id": entry.message_id, "attempts": attempt_no, "retry_in_secs": round(delay, 3),
-                   "error": str(exc)[:300]},
+            extra={
+                "message_id": entry.message_id,
+                "attempts": attempt_no,
+                "retry_in_secs": round(delay, 3),
+                "error": str(exc)[:300],
+            },
         )
         return DeliveryOutcome(
-            **base, status=Status.QUEUED, started_at=started, finished_at=finished,  # type: ignore[arg-type]
-            error=str(exc)[:2000], status_code=exc.status_code, retry_at=finished + delay,
+            **base,
+            status=Status.QUEUED,
+            started_at=started,
+            finished_at=finished,  # type: ignore[arg-type]
+            error=str(exc)[:2000],
+            status_code=exc.status_code,
+            retry_at=finished + delay,
             keep_response=self.keep_responses,
         )

@@ -1,0 +1,336 @@
+"""File destination: write each message to its own file, atomically (temp file, fsync, rename).
+
+Readers of the directory never see a partial file: the content goes to
+``<name><temp_suffix>`` first and is renamed over the final name only once it is on disk.
+With the default template the name depends only on the message id, so a delivery repeated
+after a crash replaces the same file and the destination is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+import string
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from engine.core.channel import DestinationConfig
+from engine.core.errors import PermanentError, RetryableError
+from engine.core.message import Outbound, SendResult
+from engine.core.spec import Example, destination_spec
+
+__all__ = ["FILENAME_FIELDS", "FILE_DESTINATION", "FileDestination", "FileDestinationConfig", "extension_for"]
+
+FILENAME_FIELDS = (
+    "channel",
+    "destination",
+    "message_id",
+    "correlation_id",
+    "control_id",
+    "attempt",
+    "date",
+    "time",
+    "timestamp",
+    "ext",
+)
+MAX_NAME_BYTES = 255  # NAME_MAX on ext4, xfs, NTFS and most others
+MAX_VALUE_CHARS = 64  # one field must not crowd the others out of MAX_NAME_BYTES
+_EXTENSIONS = {
+    "x-application/hl7-v2+er7": "hl7",
+    "application/hl7-v2": "hl7",
+    "application/json": "json",
+    "application/xml": "xml",
+    "text/xml": "xml",
+    "application/edi-x12": "x12",
+    "text/plain": "txt",
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_DOTS = re.compile(r"\.{2,}")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+# Filesystems without hard links (vfat, some SMB mounts) answer os.link with one of these.
+_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK})
+
+
+def extension_for(content_type: str) -> str:
+    """The file extension for a content type (parameters and case ignored).
+
+    >>> extension_for("application/hl7-v2; charset=utf-8"), extension_for("application/fhir+json")
+    ('hl7', 'json')
+    """
+    base = content_type.split(";", 1)[0].strip().lower()
+    if base in _EXTENSIONS:
+        return _EXTENSIONS[base]
+    # Structured-syntax suffixes (RFC 6839): application/fhir+json is still JSON.
+    for suffix in ("json", "xml"):
+        if base.endswith("+" + suffix):
+            return suffix
+    return "bin"
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names in ``template``; raise ValueError for anything but plain ``{field}``."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"filename is not a valid template ({exc}); write {{{{ or }}}} for a literal brace") from None
+    names: list[str] = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in FILENAME_FIELDS:
+            shown = f"{{{name}}}" if name else "{}"
+            raise ValueError(f"unknown field {shown} in filename; valid fields: " + ", ".join(FILENAME_FIELDS))
+        if spec or conversion:
+            raise ValueError(f"filename field {{{name}}}: format specs and conversions are not supported")
+        names.append(name)
+    return names
+
+
+def safe_part(value: str) -> str:
+    """``value`` reduced to letters, digits, '.', '_' and '-', without '..', at most 64 chars.
+
+    >>> safe_part("../etc/passwd")
+    '__etc_passwd'
+    """
+    return _DOTS.sub("_", _UNSAFE.sub("_", value))[:MAX_VALUE_CHARS]
+
+
+class FileDestinationConfig(DestinationConfig):
+    """Write each message to a file in a directory."""
+
+    directory: str = Field(min_length=1, description="Target directory, relative to the project root; created.")
+    filename: str = Field(
+        "{channel}-{message_id}.{ext}",
+        min_length=1,
+        description="File name template; fields: " + ", ".join(FILENAME_FIELDS) + " (date and time in UTC).",
+    )
+    temp_suffix: str = Field(".tmp", min_length=1, description="Suffix of the temporary file renamed into place.")
+    fsync: bool = Field(True, description="fsync the file, and the directory after the rename, before reporting SENT.")
+    overwrite: Literal["replace", "error", "skip"] = Field(
+        "replace",
+        description="When the file exists: replace it (idempotent re-delivery), fail the message, or keep it.",
+    )
+
+    @field_validator("filename")
+    @classmethod
+    def _valid_template(cls, value: str) -> str:
+        template_fields(value)
+        _check_name_text(value, "filename")
+        return value
+
+    @field_validator("temp_suffix")
+    @classmethod
+    def _valid_suffix(cls, value: str) -> str:
+        _check_name_text(value, "temp_suffix")
+        return value
+
+
+def _check_name_text(value: str, key: str) -> None:
+    if "/" in value or "\\" in value:
+        raise ValueError(f"{key} must be a file name, not a path (no / or \\); put folders in directory")
+    if not _PRINTABLE.match(value):
+        raise ValueError(f"{key} may only hold printable ASCII characters")
+    if ".." in value:
+        raise ValueError(f"{key} may not contain '..'")
+
+
+def render_name(template: str, item: Outbound, now: float) -> str:
+    """The file name for ``item``; raise ``PermanentError`` when it cannot be a file name."""
+    stamp = time.gmtime(now)
+    values = {
+        "channel": item.channel,
+        "destination": item.destination,
+        "message_id": item.message_id,
+        "correlation_id": item.correlation_id,
+        "control_id": item.control_id,
+        "attempt": str(item.attempt),
+        "date": time.strftime("%Y%m%d", stamp),
+        "time": time.strftime("%H%M%S", stamp),
+        "timestamp": str(int(now * 1000)),
+        "ext": extension_for(item.content_type),
+    }
+    try:
+        name = template.format_map({k: safe_part(v) for k, v in values.items()})
+    except (KeyError, ValueError, IndexError) as exc:
+        raise PermanentError(f"filename template cannot be rendered ({type(exc).__name__})") from exc
+    # Joins can still make '..' ("{control_id}.{ext}" with an id ending in '.') or a hidden file.
+    name = _DOTS.sub(".", name)
+    if name.startswith("."):
+        name = "_" + name[1:]
+    if not name.strip("._-"):
+        raise PermanentError("filename template rendered an empty name")
+    return name
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where one delivery writes."""
+
+    directory: Path
+    name: str
+    temp_suffix: str
+    overwrite: str
+    fsync: bool
+
+    @property
+    def final(self) -> Path:
+        return self.directory / self.name
+
+    @property
+    def temp(self) -> Path:
+        return self.directory / (self.name + self.temp_suffix)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some filesystems (and platforms) cannot fsync a directory; the rename stands anyway.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_temp(plan: _Plan, content: bytes) -> None:
+    with open(plan.temp, "wb") as fh:
+        fh.write(content)
+        fh.flush()
+        if plan.fsync:
+            os.fsync(fh.fileno())
+
+
+def _place_exclusive(plan: _Plan) -> bool:
+    """Move the temp file to the final name unless one exists; False when it existed."""
+    try:
+        os.link(plan.temp, plan.final)  # atomic "create unless exists"
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        # No hard links here: a check then rename, with a small race nobody else can close either.
+        if plan.final.exists():
+            return False
+        os.replace(plan.temp, plan.final)
+        return True
+    os.unlink(plan.temp)
+    return True
+
+
+def _conflict(plan: _Plan) -> bool:
+    """Handle an existing final file per ``overwrite``: True = skip, raise for error."""
+    if plan.overwrite == "error":
+        raise PermanentError(f"a file with this name already exists in {plan.directory.name} (overwrite: error)")
+    return True
+
+
+def write_file(plan: _Plan, content: bytes) -> bool:
+    """Write ``content`` atomically per ``plan`` (blocking); False when an existing file was kept."""
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    if plan.overwrite != "replace" and plan.final.exists() and _conflict(plan):
+        return False
+    try:
+        _write_temp(plan, content)
+        if plan.overwrite == "replace":
+            os.replace(plan.temp, plan.final)
+        elif not _place_exclusive(plan) and _conflict(plan):
+            return False
+    finally:
+        plan.temp.unlink(missing_ok=True)
+    if plan.fsync:
+        _fsync_directory(plan.directory)
+    return True
+
+
+class FileDestination:
+    """Writes each message to ``directory/filename`` through a temp file and a rename.
+
+    ``SendResult.detail`` is the file's path as configured (relative to the project root
+    when ``directory`` is relative).
+
+        dest = FileDestination(config, channel="adt-in", base_dir=root, log=log)
+        await dest.open()
+        result = await dest.send(outbound)  # result.detail == "var/out/adt-in-01J....hl7"
+        await dest.close()
+    """
+
+    def __init__(
+        self,
+        config: FileDestinationConfig,
+        *,
+        channel: str,
+        base_dir: Path,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.config = config
+        self.channel = channel
+        self._directory = base_dir / config.directory  # an absolute directory stays absolute
+        self._log = log
+        self.problem: str | None = None
+
+    async def open(self) -> None:
+        """Create the directory; a failure here is retried per message, not a held queue."""
+        try:
+            await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            self._log.warning(
+                "Output directory cannot be created yet.",
+                extra={"destination": self.config.name, "error": _os_reason(exc)},
+            )
+
+    async def close(self) -> None:
+        """Nothing to release: every send opens and closes its own file."""
+
+    async def send(self, item: Outbound) -> SendResult:
+        """Write ``item``; raise ``RetryableError`` on I/O errors, ``PermanentError`` on bad names."""
+        name = render_name(self.config.filename, item, time.time())
+        if len((name + self.config.temp_suffix).encode()) > MAX_NAME_BYTES:
+            raise PermanentError(f"rendered file name is longer than {MAX_NAME_BYTES} bytes; shorten filename")
+        plan = _Plan(self._directory, name, self.config.temp_suffix, self.config.overwrite, self.config.fsync)
+        try:
+            written = await asyncio.to_thread(write_file, plan, item.content)
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise PermanentError("rendered file name is too long for this filesystem") from exc
+            raise RetryableError(f"writing to {self.config.directory} failed: {_os_reason(exc)}") from exc
+        detail = str(Path(self.config.directory) / name)
+        if not written:
+            self._log.info(
+                "File exists; delivery skipped.", extra={"destination": self.config.name, "message_id": item.message_id}
+            )
+        return SendResult(detail=detail)
+
+
+def _os_reason(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or 0, "")
+    text = exc.strerror or type(exc).__name__
+    return f"{text} ({code})" if code else text
+
+
+FILE_DESTINATION = destination_spec(
+    name="file",
+    summary="Write each message to its own file (temp file, fsync, atomic rename); idempotent by default.",
+    config=FileDestinationConfig,
+    factory="engine.connectors.file:FileDestination",
+    examples=(
+        Example("Archive every message", "type: file\nname: archive\ndirectory: var/out/adt\n"),
+        Example(
+            "Date-stamped drop for a downstream poller, never overwritten",
+            "type: file\n"
+            "name: lab-drop\n"
+            "directory: /srv/exchange/lab/in\n"
+            'filename: "{date}-{control_id}-{message_id}.{ext}"\n'
+            "temp_suffix: .part\n"
+            "overwrite: error\n",
+        ),
+    ),
+)

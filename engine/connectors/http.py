@@ -1,0 +1,429 @@
+"""HTTP destination: POST or PUT each message to an HTTP(S) endpoint with the aiohttp client.
+
+The connector classifies, the runtime retries: 2xx succeeds; 408, 425, 429, 5xx and
+network failures raise ``RetryableError``; any other status raises ``PermanentError``.
+aiohttp and ssl are imported in ``open()``, so validating a channel stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from engine.core.channel import DestinationConfig, Strict
+from engine.core.errors import DeliveryError, PermanentError, RetryableError
+from engine.core.message import Outbound, SendResult
+from engine.core.spec import Example, destination_spec
+
+if TYPE_CHECKING:
+    import ssl
+
+    import aiohttp
+
+__all__ = ["HTTP_DESTINATION", "BasicAuth", "BearerAuth", "HttpDestination", "HttpDestinationConfig"]
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+# A Retry-After far in the future is more likely a server bug than a plan; a day bounds the damage.
+MAX_RETRY_AFTER_SECS = 86400.0
+# Junction owns these headers; letting a channel set them would break idempotency or framing.
+RESERVED_HEADERS = frozenset(
+    {
+        "idempotency-key",
+        "x-junction-message-id",
+        "x-junction-correlation-id",
+        "x-junction-attempt",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "host",
+    }
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+
+
+class BearerAuth(Strict):
+    """``Authorization: Bearer <token>``."""
+
+    type: Literal["bearer"] = Field(description="Bearer token authentication.")
+    token: SecretStr = Field(
+        description="The token; write ${VAR}, never the token itself. Empty (unset variable) holds the queue."
+    )
+
+
+class BasicAuth(Strict):
+    """HTTP basic authentication (RFC 7617, UTF-8)."""
+
+    type: Literal["basic"] = Field(description="HTTP basic authentication.")
+    username: str = Field(description="User name; may not contain a colon. Empty (unset variable) holds the queue.")
+    password: SecretStr = Field(description="Password; write ${VAR}, never the password itself.")
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, value: str) -> str:
+        if ":" in value:
+            raise ValueError("username may not contain a colon (basic auth separates user and password with one)")
+        return value
+
+
+Auth = Annotated[BearerAuth | BasicAuth, Field(discriminator="type")]
+
+
+class HttpDestinationConfig(DestinationConfig):
+    """Send each message to an HTTP(S) endpoint."""
+
+    url: str = Field(
+        "",
+        description="Absolute http(s) URL; an empty or relative value (unset variable) holds the queue.",
+        examples=["https://erp.example.org/api/patient-accounts"],
+    )
+    method: Literal["POST", "PUT"] = Field("POST", description="HTTP method.")
+    body: Literal["content", "envelope"] = Field(
+        "content",
+        description="content: the transformed bytes as they are; envelope: a JSON object with ids and the content.",
+    )
+    content_type: str | None = Field(
+        None, description="Content-Type to send; default: the content's own type (application/json for envelope)."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (values may be ${VAR}).")
+    auth: Auth | None = Field(None, description="Authentication: {type: bearer, token} or {type: basic, ...}.")
+    timeout_secs: float = Field(30.0, gt=0, description="Give up on a request (connect, send, answer) after this long.")
+    max_response_bytes: int = Field(65536, ge=0, description="Keep at most this much of each response body.")
+    verify_tls: bool = Field(True, description="Verify the server certificate and host name; false only for tests.")
+    ca_file: str | None = Field(
+        None, description="PEM CA bundle that verifies the server, relative to the project root; default: system."
+    )
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper_method(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlsplit(value).scheme.lower() if "://" in value else ""
+        if scheme and scheme not in ("http", "https"):
+            raise ValueError("url must start with http:// or https://")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by Junction (use content_type for Content-Type)")
+            if _BAD_VALUE.search(text):
+                # Do not echo the value: it may be a secret taken from the environment.
+                raise ValueError(f"header {name!r} has a line break or NUL in its value")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpDestinationConfig:
+        if self.auth is not None and any(n.lower() == "authorization" for n in self.headers):
+            raise ValueError("set Authorization either with auth or in headers, not both")
+        if self.ca_file and not self.verify_tls:
+            raise ValueError("ca_file has no effect when verify_tls is false; remove one of them")
+        return self
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used, as a sentence that does not quote it (it may hold secrets)."""
+    if not url:
+        return "url is not configured (empty); set the environment variable used in the channel file"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return (
+            "url is not an absolute http:// or https:// address; "
+            "check the environment variable used in the channel file"
+        )
+    return None
+
+
+def auth_problem(auth: BearerAuth | BasicAuth | None) -> str | None:
+    """Why ``auth`` cannot be used: an empty token or user name usually means an unset variable."""
+    if isinstance(auth, BearerAuth) and not auth.token.get_secret_value():
+        return "auth token is empty; set the environment variable used in the channel file"
+    if isinstance(auth, BasicAuth) and not auth.username:
+        return "auth username is empty; set the environment variable used in the channel file"
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP date), or None.
+
+    >>> parse_retry_after("120")
+    120.0
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    """
+    if not value or not value.strip():
+        return None
+    try:
+        secs = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        secs = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(secs):
+        return None
+    return min(max(secs, 0.0), MAX_RETRY_AFTER_SECS)
+
+
+def _status_text(status: int) -> str:
+    # The stdlib phrase, not the server's reason line: that one is free text from the peer.
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> SendResult:
+    """Return the result of a 2xx answer; raise the matching delivery error otherwise.
+
+    The reason names the status only: response bodies may echo the message (PHI). The
+    body travels on the error for the store, which keeps responses per storage mode.
+    """
+    if 200 <= status < 300:
+        return SendResult(response=body, status_code=status, detail=_status_text(status))
+    reason = f"endpoint answered {_status_text(status)}"
+    if status in RETRYABLE_STATUSES or 500 <= status < 600:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        raise RetryableError(reason, status_code=status, response=body, retry_after_secs=retry_after)
+    if 300 <= status < 400:
+        reason += " (redirects are not followed; point url at the final address)"
+    raise PermanentError(reason, status_code=status, response=body)
+
+
+def transport_error(exc: BaseException, where: str, timeout_secs: float) -> DeliveryError:
+    """Translate an aiohttp or socket failure into a retryable error with a short reason."""
+    import aiohttp
+
+    if isinstance(exc, TimeoutError):  # aiohttp's own timeout errors subclass it as well
+        return RetryableError(f"no answer from {where} within {timeout_secs:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return RetryableError(f"the TLS certificate of {where} was not accepted")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return RetryableError(f"could not resolve the host of {where}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RetryableError(f"could not connect to {where}: {exc.os_error.strerror or type(exc.os_error).__name__}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return RetryableError(f"{where} closed the connection before answering")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return RetryableError(f"the response from {where} was cut off")
+    return RetryableError(f"request to {where} failed ({type(exc).__name__})")
+
+
+def _basic_header(auth: BasicAuth) -> str:
+    pair = f"{auth.username}:{auth.password.get_secret_value()}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _auth_header(auth: BearerAuth | BasicAuth | None) -> str | None:
+    if isinstance(auth, BearerAuth):
+        return "Bearer " + auth.token.get_secret_value()
+    if isinstance(auth, BasicAuth):
+        return _basic_header(auth)
+    return None
+
+
+def envelope(item: Outbound) -> bytes:
+    """The JSON envelope: ids plus the content decoded as UTF-8 (bad bytes become U+FFFD)."""
+    data = {
+        "message_id": item.message_id,
+        "correlation_id": item.correlation_id,
+        "channel": item.channel,
+        "control_id": item.control_id,
+        "content_type": item.content_type,
+        "content": item.content.decode("utf-8", errors="replace"),
+    }
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of the body; the rest is dropped with the connection."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        if size >= limit:
+            break
+        piece = chunk[: limit - size]
+        chunks.append(piece)
+        size += len(piece)
+    return b"".join(chunks)
+
+
+class HttpDestination:
+    """Sends each message as one HTTP request and classifies the answer.
+
+    Every request carries ``Idempotency-Key`` (message id + ":" + destination, stable across
+    retries and restarts) and ``X-Junction-Message-Id``, ``-Correlation-Id``, ``-Attempt``.
+    One ``aiohttp.ClientSession`` lives from ``open()`` to ``close()``.
+
+        dest = HttpDestination(config, channel="adt-in", base_dir=root, log=log)
+        await dest.open()
+        result = await dest.send(outbound)  # result.status_code, result.response
+        await dest.close()
+    """
+
+    def __init__(
+        self,
+        config: HttpDestinationConfig,
+        *,
+        channel: str,
+        base_dir: Path,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.config = config
+        self.channel = channel
+        self._base_dir = base_dir
+        self._log = log
+        self._session: aiohttp.ClientSession | None = None
+        self._authorization = _auth_header(config.auth)
+        self.problem: str | None = url_problem(config.url) or auth_problem(config.auth)
+        self._where = self._endpoint_name()
+
+    def _endpoint_name(self) -> str:
+        # scheme://host:port only: paths, queries and user info may carry secrets.
+        if self.problem:
+            return "the endpoint"
+        parts = urlsplit(self.config.url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        return f"{parts.scheme.lower()}://{parts.hostname}:{port}"
+
+    async def open(self) -> None:
+        """Create the client session (also when ``problem`` is set, so ``close`` is uniform)."""
+        import aiohttp
+
+        ssl_setting = self._ssl_setting()
+        connector = aiohttp.TCPConnector(ssl=ssl_setting)
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout_secs)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
+
+    def _ssl_setting(self) -> bool | ssl.SSLContext:
+        """True (system trust), False (no verification) or a context for ``ca_file``."""
+        if not self.config.verify_tls:
+            return False
+        if not self.config.ca_file:
+            return True
+        import ssl
+
+        path = self._base_dir / self.config.ca_file
+        try:
+            return ssl.create_default_context(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            self.problem = f"ca_file {self.config.ca_file} cannot be loaded ({type(exc).__name__})"
+            return True
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def send(self, item: Outbound) -> SendResult:
+        """Deliver ``item``; raise ``RetryableError`` or ``PermanentError`` on failure."""
+        import aiohttp
+
+        if self.problem:
+            raise RetryableError(self.problem)
+        if self._session is None:
+            raise RetryableError("the HTTP destination is not open")
+        data, content_type = self._body(item)
+        started = time.monotonic()
+        try:
+            async with self._session.request(
+                self.config.method,
+                self.config.url,
+                data=data,
+                headers=self._headers(item, content_type),
+                allow_redirects=False,
+            ) as response:
+                body = await _read_capped(response, self.config.max_response_bytes)
+                status, headers = response.status, response.headers
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, self._where, self.config.timeout_secs) from exc
+        self._log.debug(
+            "HTTP endpoint answered.",
+            extra={
+                "destination": self.config.name,
+                "message_id": item.message_id,
+                "status_code": status,
+                "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return classify(status, headers, body)
+
+    def _body(self, item: Outbound) -> tuple[bytes, str]:
+        if self.config.body == "envelope":
+            return envelope(item), self.config.content_type or "application/json"
+        return item.content, self.config.content_type or item.content_type or "application/octet-stream"
+
+    def _headers(self, item: Outbound, content_type: str) -> dict[str, str]:
+        headers = dict(self.config.headers)
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        headers.update(
+            {
+                "Content-Type": content_type,
+                "Idempotency-Key": item.idempotency_key,
+                "X-Junction-Message-Id": item.message_id,
+                "X-Junction-Correlation-Id": item.correlation_id,
+                "X-Junction-Attempt": str(item.attempt),
+            }
+        )
+        return headers
+
+
+HTTP_DESTINATION = destination_spec(
+    name="http",
+    summary="POST or PUT each message to an HTTP(S) endpoint; 2xx succeeds, 408/425/429/5xx and network "
+    "errors are retried, other statuses fail the message.",
+    config=HttpDestinationConfig,
+    factory="engine.connectors.http:HttpDestination",
+    capabilities=frozenset({"tls"}),
+    examples=(
+        Example(
+            "ERP REST endpoint with a bearer token",
+            "type: http\n"
+            "name: erp-patient-accounts\n"
+            "url: ${ERP_BASE_URL}/patient-accounts\n"
+            "auth:\n"
+            "  type: bearer\n"
+            "  token: ${ERP_TOKEN}\n"
+            "retry: {max_attempts: 0, backoff_secs: 2, max_backoff_secs: 300}\n",
+        ),
+        Example(
+            "JSON envelope, PUT with basic auth and a private CA",
+            "type: http\n"
+            "name: billing-webhook\n"
+            "url: https://billing.example.org/hooks/hl7\n"
+            "method: PUT\n"
+            "body: envelope\n"
+            "headers:\n"
+            "  X-Source-System: junction\n"
+            "auth:\n"
+            "  type: basic\n"
+            "  username: junction\n"
+            "  password: ${BILLING_PASSWORD}\n"
+            "timeout_secs: 10\n"
+            "ca_file: certs/billing-ca.pem\n",
+        ),
+    ),
+)

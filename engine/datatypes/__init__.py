@@ -1,0 +1,1 @@
+"""Data types: parse bytes into navigable documents and answer senders (ACK, 997, ...)."""

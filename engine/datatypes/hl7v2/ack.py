@@ -1,0 +1,177 @@
+"""Acknowledgements: ``respond`` builds them, ``ack_code`` reads them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from engine.core.contracts import Outcome
+from engine.core.errors import ParseError
+from engine.core.message import new_id
+from engine.datatypes.hl7v2 import charsets
+from engine.datatypes.hl7v2.encoding import DEFAULT, Encoding, escape
+from engine.datatypes.hl7v2.header import Msh, split_msh
+from engine.datatypes.hl7v2.message import split_segments
+
+# HL7 table 0357 (message error condition codes).
+TABLE_0357 = {
+    "0": "Message accepted",
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "104": "Value too long",
+    "200": "Unsupported message type",
+    "201": "Unsupported event code",
+    "202": "Unsupported processing id",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
+    "206": "Application record locked",
+    "207": "Application internal error",
+}
+MAX_TEXT = 80  # MSA-3 is 80 characters long in v2.5; longer texts are cut
+
+
+def wants_ack(accept_ack_type: str, code: str) -> bool:
+    """MSH-15 (accept acknowledgment type): should this code be answered?"""
+    kind = accept_ack_type.strip().upper()
+    if kind == "NE":
+        return False
+    if kind == "ER":
+        return code != "AA"
+    if kind == "SU":
+        return code == "AA"
+    return True  # AL, empty (original mode) or a value we do not know
+
+
+def build_ack(
+    raw: bytes,
+    outcome: Outcome,
+    *,
+    charset: str = "auto",
+    honor_accept_ack_type: bool = True,
+    sending_application: str | None = None,
+    sending_facility: str | None = None,
+) -> bytes | None:
+    """The ACK for ``raw``: see ``Hl7v2.respond``."""
+    try:
+        text, codec = charsets.decode(raw, charset)
+    except ParseError:
+        # Bytes that do not fit the charset (configured, or UTF-8 after a BOM): read the ASCII
+        # structure through latin-1 and answer in the charset the sender should have used.
+        text, codec = raw.decode("latin-1"), ("utf-8" if charset == "auto" else charset)
+    segments = split_segments(text.lstrip())
+    msh = _first_msh(segments)
+    if msh is None:
+        # Nothing to mirror: answer AR with default delimiters so the sender sees a rejection.
+        reject = Outcome("AR", outcome.reason, outcome.position, outcome.error_code)
+        text = _ack_text(None, [], reject, sending_application, sending_facility)
+    else:
+        if honor_accept_ack_type and not wants_ack(msh.field(15), outcome.code):
+            return None
+        text = _ack_text(msh, segments, outcome, sending_application, sending_facility)
+    return text.encode(codec, errors="replace")
+
+
+def _first_msh(segments: list[str]) -> Msh | None:
+    for segment in segments:
+        if not segment.startswith(("FHS", "BHS")):
+            return split_msh(segment)
+    return None
+
+
+def _ack_text(msh: Msh | None, segments: list[str], outcome: Outcome, app: str | None, facility: str | None) -> str:
+    enc = msh.encoding if msh else DEFAULT
+    original = msh.field if msh else (lambda _n: "")
+    version = (msh.component(12, 1) if msh else "") or "2.5"
+    trigger = msh.component(9, 2) if msh else ""
+    c, fs = enc.component, enc.field
+    fields = [
+        "MSH",
+        enc.msh2,
+        app if app is not None else original(5),
+        facility if facility is not None else original(6),
+        original(3),
+        original(4),
+        datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z"),
+        "",
+        f"ACK{c}{trigger}{c}ACK" if trigger else "ACK",
+        new_id()[:20],  # MSH-10 is 20 characters long up to v2.6
+        original(11) or "P",
+        version,
+    ]
+    if msh and msh.field(18):
+        fields += ["", "", "", "", "", msh.field(18)]  # declare the same charset we encode with
+    ack = [fs.join(fields), _msa(enc, outcome, original(10))]
+    if outcome.code != "AA":
+        ack.append(_err(enc, outcome, version, segments))
+    return "\r".join(ack) + "\r"
+
+
+def _msa(enc: Encoding, outcome: Outcome, control_id: str) -> str:
+    fields = ["MSA", outcome.code, control_id]
+    text = f"{outcome.position}: {outcome.reason}" if outcome.position and outcome.reason else outcome.reason
+    reason = " ".join(text.split())[:MAX_TEXT]
+    if reason:
+        fields.append(escape(reason, enc))
+    return enc.field.join(fields)
+
+
+def _err(enc: Encoding, outcome: Outcome, version: str, segments: list[str]) -> str:
+    code = outcome.error_code or "207"
+    text = TABLE_0357.get(code) or escape(" ".join(outcome.reason.split())[:MAX_TEXT], enc)
+    segment_id, sequence, field = _location(outcome.position, segments)
+    c, s, fs = enc.component, enc.subcomponent, enc.field
+    if _version_tuple(version) < (2, 5):
+        # v2.3/2.4: ERR-1 (ELD) = segment ^ sequence ^ field ^ code&text&table
+        return f"ERR{fs}{segment_id}{c}{sequence}{c}{field}{c}{code}{s}{text}{s}HL70357"
+    location = c.join(p for p in (segment_id, sequence, field) if p) if segment_id else ""
+    return fs.join(["ERR", "", location, f"{code}{c}{text}{c}HL70357", "E"])
+
+
+_POSITION = re.compile(r"segment (?P<n>\d+)(?: \((?P<sid>[A-Z0-9]{3})\))?(?:, field (?P<field>\d+))?")
+_SEGMENT_ID = re.compile(r"[A-Z0-9]{3}")
+_PATH = re.compile(r"(?P<sid>[A-Z0-9]{3})(?:\[(?P<seq>\d+)\])?(?:-(?P<field>\d+))?")
+
+
+def _location(position: str, segments: list[str]) -> tuple[str, str, str]:
+    """(segment id, sequence among segments with that id, field) from a ParseError-style
+    position ("segment 4 (FT1), field 10") or a path ("FT1[2]-10"); empty when unknown."""
+    match = _POSITION.search(position)
+    if match:
+        number = int(match["n"])
+        ids = [segment[:3] for segment in segments[:number]]
+        sid = match["sid"] or (ids[-1] if len(ids) == number else "")
+        if not _SEGMENT_ID.fullmatch(sid):
+            return ("", "", "")  # a malformed segment id is message content: do not echo it
+        sequence = str(ids.count(sid)) if len(ids) == number else "1"
+        return (sid, sequence, match["field"] or "")
+    match = _PATH.match(position.strip())
+    if match:
+        return (match["sid"], match["seq"] or "1", match["field"] or "")
+    return ("", "", "")
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (2, 5)
+
+
+def ack_code(ack: bytes) -> tuple[str, str]:
+    """(MSA-1 code, MSA-2 acknowledged control id) of an ACK; ("", "") when there is no MSA.
+
+    >>> ack_code(b"MSH|^~\\\\&|A|B|C|D|20240101||ACK|1|P|2.5\\rMSA|AE|MSG0001|bad\\r")
+    ('AE', 'MSG0001')
+    """
+    try:
+        text = ack.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ack.decode("latin-1")
+    segments = split_segments(text.strip("\x0b\x1c\r\n \t"))
+    fs = segments[0][3] if segments and segments[0].startswith("MSH") and len(segments[0]) > 3 else "|"
+    for segment in segments:
+        if segment.startswith("MSA"):
+            fields = segment.split(fs)
+            return (fields[1] if len(fields) > 1 else "", fields[2] if len(fields) > 2 else "")
+    return ("", "")

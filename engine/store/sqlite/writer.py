@@ -1,0 +1,190 @@
+"""Group commit: one thread owns the write connection and commits queued writes together.
+
+Callers on the event loop enqueue an operation and await a future. The writer takes the
+first pending operation, drains whatever else is already waiting (up to ``batch_max``),
+runs them all in one ``BEGIN IMMEDIATE ... COMMIT`` with a SAVEPOINT around each, and
+settles the futures only after COMMIT returned. Under load the queue refills while a
+commit is syncing, so the batch size adapts by itself: one fsync serves many callers,
+and an idle store still commits a lone write at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from engine.store import StoreError
+
+T = TypeVar("T")
+Op = Callable[..., Any]
+_Item = tuple[Op, tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+log = logging.getLogger("junction.store")
+
+
+class GroupCommitWriter:
+    """Runs write operations ``op(conn, *args)`` on a dedicated thread, batched per commit."""
+
+    def __init__(self, conn: sqlite3.Connection, *, batch_max: int, name: str = "junction-store-writer") -> None:
+        self._conn = conn
+        self._batch_max = max(1, batch_max)
+        self._ops: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._closed = False
+        self.commits = 0  # statistics for benchmarks and status output
+        self.operations = 0
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The write connection; only for use after ``stop`` (the thread owns it until then)."""
+        return self._conn
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, op: Op, *args: Any) -> asyncio.Future[Any]:
+        """Enqueue ``op(conn, *args)``; the future resolves after its transaction committed."""
+        if self._closed:
+            raise StoreError("the message store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._ops.put((op, args, future, loop))
+        return future
+
+    async def run(self, op: Callable[..., T], *args: Any) -> T:
+        """Submit and await one operation."""
+        return await self.submit(op, *args)  # type: ignore[no-any-return]
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Commit what is queued, then end the thread (blocking; call it off the loop).
+
+        Returns False when the thread is still busy after ``timeout`` (a stuck disk); the
+        connection must then stay open, since the thread may still use it.
+        """
+        if not self._closed:
+            self._closed = True
+            self._ops.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        self._fail_leftovers()
+        return True
+
+    def _fail_leftovers(self) -> None:
+        # Only a submit racing with stop from another thread can leave items behind.
+        leftovers: list[_Item] = []
+        while True:
+            try:
+                item = self._ops.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftovers.append(item)
+        error = StoreError("the message store was closed before this write ran")
+        _deliver(leftovers, [(future, None, error) for _op, _args, future, _loop in leftovers])
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        while True:
+            first = self._ops.get()
+            if first is None:
+                return
+            batch, stop = self._drain(first)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _drain(self, first: _Item) -> tuple[list[_Item], bool]:
+        batch = [first]
+        get = self._ops.get_nowait
+        try:
+            while len(batch) < self._batch_max:
+                item = get()
+                if item is None:
+                    return batch, True
+                batch.append(item)
+        except queue.Empty:
+            pass
+        return batch, False
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        conn = self._conn
+        settled: list[_Settled] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, args, future, _loop in batch:
+                settled.append(self._run_one(conn, op, args, future))
+            conn.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - the transaction is lost: every caller must hear it
+            self._abort(conn)
+            error = _caller_error(exc)
+            settled = [(future, None, error) for _op, _args, future, _loop in batch]
+        self.commits += 1
+        self.operations += len(batch)
+        _deliver(batch, settled)
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, op: Op, args: tuple[Any, ...], future: asyncio.Future[Any]) -> _Settled:
+        # A failing operation rolls back to its savepoint; the rest of the batch commits.
+        # If the savepoint itself is gone (SQLite rolled the whole transaction back on an
+        # I/O error), ROLLBACK TO raises and _run_batch fails the entire batch instead.
+        conn.execute("SAVEPOINT op")
+        try:
+            result = op(conn, *args)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller; the batch goes on
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return future, None, _caller_error(exc)
+        conn.execute("RELEASE op")
+        return future, result, None
+
+    @staticmethod
+    def _abort(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("Store rollback failed.")
+
+
+def _caller_error(exc: Exception) -> Exception:
+    """Translate SQLite errors into the portable ones (``ValueError``, ``StoreError``)."""
+    error: Exception
+    if isinstance(exc, sqlite3.IntegrityError):
+        # SQLite names the constraint ("UNIQUE constraint failed: messages.id"), never values.
+        error = ValueError(f"store constraint violated: {exc}")
+    elif isinstance(exc, sqlite3.Error):
+        error = StoreError(f"SQLite write failed: {exc}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+def _deliver(batch: list[_Item], settled: list[_Settled]) -> None:
+    """Settle futures on their loops, one loop callback per loop rather than per future."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+    for (_op, _args, _future, loop), item in zip(batch, settled, strict=True):
+        by_loop.setdefault(loop, []).append(item)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # the loop closed while we committed: nobody is waiting any more
+            continue
+
+
+def _settle(items: list[_Settled]) -> None:
+    for future, result, error in items:
+        if future.done():  # the caller was cancelled; the write still committed
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

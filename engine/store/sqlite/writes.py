@@ -1,0 +1,217 @@
+"""Write operations, each ``op(conn, ...)`` run by the writer thread inside a savepoint.
+
+They never commit: the writer groups them into one transaction. SQL strings are constants
+so that the connection's statement cache prepares each one once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from engine.core.message import InboundMessage, Status
+from engine.core.store import DeliveryOutcome, ProcessResult, QueueEntry
+from engine.store import StoreError
+
+INSERT_MESSAGE = """INSERT INTO messages
+    (id, channel, correlation_id, received_at, control_id, business_key, source_json, status, run, error, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+UPSERT_CONTENT = "INSERT OR REPLACE INTO contents (message_seq, run, stage, content) VALUES (?, ?, ?, ?)"
+FIND_MESSAGE = "SELECT seq, channel, run FROM messages WHERE id = ?"
+# A late result of an older run (reprocess raced with processing) must not roll the message back.
+UPDATE_RESULT = "UPDATE messages SET status = ?, error = ?, run = ?, updated_at = ? WHERE seq = ? AND run <= ?"
+INSERT_QUEUE = """INSERT INTO queue
+    (message_seq, run, channel, destination, partition, status, content_type, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+INSERT_QUEUE_CONTENT = "INSERT INTO queue_content (queue_id, content) VALUES (?, ?)"
+# Walks the partial index in FIFO order; rows are read lazily and the walk stops early.
+CLAIM_SCAN = """SELECT q.id, q.next_attempt_at, q.lease_until, q.message_seq, q.run, q.attempts, qc.content,
+        q.content_type, m.id, m.correlation_id, m.control_id, m.source_json
+    FROM queue q JOIN messages m ON m.seq = q.message_seq LEFT JOIN queue_content qc ON qc.queue_id = q.id
+    WHERE q.channel = ? AND q.destination = ? AND q.partition = ? AND q.status = 'QUEUED'
+    ORDER BY q.message_seq, q.run"""
+LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id = ?"
+FINISH = """UPDATE queue SET status = ?, attempts = attempts + 1, last_error = ?, status_code = ?,
+        next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+    WHERE message_seq = (SELECT seq FROM messages WHERE id = ?) AND run = ? AND destination = ?
+    RETURNING message_seq, attempts"""
+INSERT_ATTEMPT = """INSERT INTO attempts
+    (message_seq, run, destination, attempt, started_at, finished_at, status, error, status_code)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+RELEASE = """UPDATE queue SET lease_owner = NULL, lease_until = NULL
+    WHERE message_seq = (SELECT seq FROM messages WHERE id = ?) AND run = ? AND destination = ? AND status = 'QUEUED'"""
+RAW = "SELECT content FROM contents WHERE message_seq = ? AND run = 0 AND stage = 'raw'"
+
+
+def add_message(conn: sqlite3.Connection, msg: InboundMessage, status: str, error: str) -> int:
+    """Insert the message row and its raw content (run 0, stage 'raw'); return the seq."""
+    source = json.dumps(msg.source, separators=(",", ":"), default=str) if msg.source else "{}"
+    row = (msg.id, msg.channel, msg.correlation_id, msg.received_at, msg.control_id, msg.business_key)
+    cur = conn.execute(INSERT_MESSAGE, (*row, source, status, msg.run, error, time.time()))
+    seq = cur.lastrowid
+    if seq is None:  # cannot happen: an INSERT into a rowid table always sets it
+        raise StoreError("SQLite did not report the new message's sequence number")
+    conn.execute(UPSERT_CONTENT, (seq, 0, "raw", msg.raw))
+    return seq
+
+
+def _find(conn: sqlite3.Connection, message_id: str) -> tuple[int, str, int]:
+    row = conn.execute(FIND_MESSAGE, (message_id,)).fetchone()
+    if row is None:
+        raise LookupError("no stored message has this id")
+    return row  # type: ignore[no-any-return]
+
+
+def record_result(conn: sqlite3.Connection, result: ProcessResult) -> None:
+    """Store one pipeline run: status first (so queue triggers see the new run), then rows.
+
+    A result for a run older than the message's current one keeps its stages and rows as
+    history but leaves the message status alone.
+    """
+    seq, channel, _run = _find(conn, result.message_id)
+    now = time.time()
+    conn.execute(UPDATE_RESULT, (str(result.status), result.error, result.run, now, seq, result.run))
+    stages = [(seq, result.run, name, content) for name, content in result.stages.items()]
+    if result.response is not None:
+        stages.append((seq, result.run, "response", result.response))
+    if stages:
+        conn.executemany(UPSERT_CONTENT, stages)
+    for r in result.routes:
+        row = (seq, result.run, channel, r.destination, r.partition, str(r.status), r.content_type, now, now)
+        queue_id = conn.execute(INSERT_QUEUE, row).lastrowid
+        if r.content is not None:
+            conn.execute(INSERT_QUEUE_CONTENT, (queue_id, r.content))
+
+
+def claim(
+    conn: sqlite3.Connection,
+    channel: str,
+    destination: str,
+    partition: int,
+    owner: str,
+    limit: int,
+    lease_secs: float,
+    now: float,
+) -> list[QueueEntry]:
+    """Lease up to ``limit`` free rows in FIFO order, stopping at a retry that is not due."""
+    if limit <= 0:
+        return []
+    picked: list[tuple[Any, ...]] = []
+    cur = conn.execute(CLAIM_SCAN, (channel, destination, partition))
+    for row in cur:
+        next_at, lease_until = row[1], row[2]
+        if next_at is not None and next_at > now:
+            break  # FIFO: nothing may overtake a message waiting for its retry
+        if lease_until is not None and lease_until > now:
+            continue  # held by another worker whose lease has not expired
+        picked.append(row)
+        if len(picked) >= limit:
+            break
+    cur.close()
+    until = now + lease_secs
+    conn.executemany(LEASE, [(owner, until, row[0]) for row in picked])
+    return [_entry(channel, destination, partition, row) for row in picked]
+
+
+def _entry(channel: str, destination: str, partition: int, row: tuple[Any, ...]) -> QueueEntry:
+    _id, _next, _lease, seq, run, attempts, content, content_type, message_id, correlation, control, source = row
+    return QueueEntry(
+        message_id=message_id,
+        run=run,
+        channel=channel,
+        destination=destination,
+        partition=partition,
+        seq=seq,
+        attempts=attempts,
+        content=content if content is not None else b"",
+        content_type=content_type,
+        correlation_id=correlation,
+        control_id=control,
+        source=json.loads(source) if source != "{}" else {},
+    )
+
+
+def finish(conn: sqlite3.Connection, outcomes: list[DeliveryOutcome]) -> None:
+    """Update each destination row, log the attempt, keep the response when asked."""
+    attempts = []
+    responses = []
+    for o in outcomes:
+        retry_at = o.retry_at if o.status == Status.QUEUED else None
+        params = (str(o.status), o.error, o.status_code, retry_at, o.finished_at, o.message_id, o.run, o.destination)
+        rows = conn.execute(FINISH, params).fetchall()
+        if not rows:
+            raise LookupError("no destination row for this message, run and destination")
+        seq, attempt = rows[0]
+        attempts.append(
+            (seq, o.run, o.destination, attempt, o.started_at, o.finished_at, str(o.status), o.error, o.status_code)
+        )
+        if o.keep_response and o.response is not None:
+            responses.append((seq, o.run, f"response:{o.destination}", o.response))
+    conn.executemany(INSERT_ATTEMPT, attempts)
+    if responses:
+        conn.executemany(UPSERT_CONTENT, responses)
+
+
+def release(conn: sqlite3.Connection, entries: list[QueueEntry]) -> None:
+    """Clear the leases of claimed rows without counting an attempt."""
+    conn.executemany(RELEASE, [(e.message_id, e.run, e.destination) for e in entries])
+
+
+def reset_leases(conn: sqlite3.Connection) -> int:
+    """Release every lease; only QUEUED rows can hold one (finish clears them)."""
+    cur = conn.execute(
+        "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE status = 'QUEUED' AND lease_owner IS NOT NULL"
+    )
+    return cur.rowcount
+
+
+def begin_reprocess(conn: sqlite3.Connection, message_id: str) -> InboundMessage | None:
+    """Open run N+1 of a message from its raw content; None when the id is unknown."""
+    row = conn.execute(
+        """SELECT seq, run, channel, correlation_id, received_at, control_id, business_key, source_json
+        FROM messages WHERE id = ?""",
+        (message_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    seq, run, channel, correlation, received_at, control, business_key, source = row
+    raw = conn.execute(RAW, (seq,)).fetchone()
+    if raw is None:
+        raise ValueError("the raw content of this message was pruned; it cannot be reprocessed")
+    conn.execute(
+        "UPDATE messages SET run = ?, status = ?, error = '', updated_at = ? WHERE seq = ?",
+        (run + 1, str(Status.RECEIVED), time.time(), seq),
+    )
+    return InboundMessage(
+        channel=channel,
+        raw=raw[0],
+        id=message_id,
+        correlation_id=correlation,
+        received_at=received_at,
+        source=json.loads(source),
+        control_id=control,
+        business_key=business_key,
+        run=run + 1,
+        seq=seq,
+    )
+
+
+def prune_content(conn: sqlite3.Connection, message_id: str) -> None:
+    """Delete every stored content of a message (stages, responses, queue payloads)."""
+    row = conn.execute(FIND_MESSAGE, (message_id,)).fetchone()
+    if row is None:
+        return
+    conn.execute("DELETE FROM contents WHERE message_seq = ?", (row[0],))
+    conn.execute("DELETE FROM queue_content WHERE queue_id IN (SELECT id FROM queue WHERE message_seq = ?)", (row[0],))
+
+
+def settings(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The effective pragmas of the write connection (for status output and tests)."""
+    return {
+        "journal_mode": conn.execute("PRAGMA journal_mode").fetchone()[0],
+        "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[conn.execute("PRAGMA synchronous").fetchone()[0]],
+        "busy_timeout_ms": conn.execute("PRAGMA busy_timeout").fetchone()[0],
+        "schema_version": conn.execute("SELECT max(version) FROM schema_version").fetchone()[0],
+    }

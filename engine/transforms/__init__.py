@@ -1,0 +1,1 @@
+"""Transforms: turn a parsed document into the content sent to destinations."""
