@@ -181,8 +181,11 @@ def main() -> None:
     try:
         for c in (1, 8, 32):
             _, lat = asyncio.run(closed_loop(floor_port, c, args.secs, 0))
-            results[f"floor_c{c}"] = {"msg_s": round(len(lat) / args.secs), "p50_ms": round(pct(lat, 0.5), 3),
-                                      "p99_ms": round(pct(lat, 0.99), 3)}
+            results[f"floor_c{c}"] = {
+                "msg_s": round(len(lat) / args.secs),
+                "p50_ms": round(pct(lat, 0.5), 3),
+                "p99_ms": round(pct(lat, 0.99), 3),
+            }
             print(f"floor     c={c:>2}: {results[f'floor_c{c}']}", flush=True)
     finally:
         floor.terminate()
@@ -193,23 +196,32 @@ def main() -> None:
         (project / "channels").mkdir()
         port = free_port()
         (project / "channels" / "bench-in.yaml").write_text(
-            textwrap.dedent(CHANNEL.format(port=port, fsync=args.fsync)), encoding="utf-8")
+            textwrap.dedent(CHANNEL.format(port=port, fsync=args.fsync)), encoding="utf-8"
+        )
         engine = EngineProcess(project, {"JUNCTION_LOG_LEVEL": "WARNING"}).start()
         try:
             engine.address("bench-in")
             sent = 0
             for c in (1, 8, 32):
                 sent, lat = asyncio.run(closed_loop(port, c, args.secs, sent))
-                results[f"junction_c{c}"] = {"msg_s": round(len(lat) / args.secs),
-                                             "p50_ms": round(pct(lat, 0.5), 3), "p99_ms": round(pct(lat, 0.99), 3)}
+                results[f"junction_c{c}"] = {
+                    "msg_s": round(len(lat) / args.secs),
+                    "p50_ms": round(pct(lat, 0.5), 3),
+                    "p99_ms": round(pct(lat, 0.99), 3),
+                }
                 print(f"junction  c={c:>2}: {results[f'junction_c{c}']}", flush=True)
             catch_up = wait_delivered(engine, sent)
             results["delivery_catch_up_secs"] = round(catch_up, 2)
             print(f"delivery caught up {catch_up:.2f}s after the last closed-loop run ({sent} messages)")
             lat = asyncio.run(open_loop(port, args.rate, args.secs * 2, sent))
             sent += len(lat)
-            results["open_loop"] = {"rate": args.rate, "n": len(lat), "p50_ms": round(pct(lat, 0.5), 3),
-                                    "p99_ms": round(pct(lat, 0.99), 3), "mean_ms": round(statistics.mean(lat) * 1000, 3)}
+            results["open_loop"] = {
+                "rate": args.rate,
+                "n": len(lat),
+                "p50_ms": round(pct(lat, 0.5), 3),
+                "p99_ms": round(pct(lat, 0.99), 3),
+                "mean_ms": round(statistics.mean(lat) * 1000, 3),
+            }
             print(f"open loop {args.rate:.0f} msg/s: {results['open_loop']}", flush=True)
             if args.rss_messages:
                 remaining = args.rss_messages

@@ -201,10 +201,11 @@ class ChannelRuntime:
         return self.name
 
     async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
-        parts = self.pipeline.datatype.split(raw) if raw else [raw]
+        parts = self.pipeline.datatype.split(raw) if raw else []
         if len(parts) > 1:
             return await self._submit_batch(raw, parts, source)
-        return await self._submit_one(raw, source)
+        # One message (an envelope such as FHS/BHS around it is dropped), or nothing usable.
+        return await self._submit_one(parts[0] if parts else raw, source)
 
     async def _submit_one(self, raw: bytes, source: dict[str, Any], correlation_id: str = "") -> SubmitResult:
         started = time.perf_counter()
@@ -410,5 +411,6 @@ def _hl7_code(code: str) -> str:
     """An HL7 table 0357 error code for a ParseError code (data types may give the number)."""
     if code.isdigit():
         return code
-    return {"required": "101", "datatype": "102", "table": "103", "length": "206", "type": "200",
-            "version": "203"}.get(code, "100")
+    return {"required": "101", "datatype": "102", "table": "103", "length": "206", "type": "200", "version": "203"}.get(
+        code, "100"
+    )

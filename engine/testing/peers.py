@@ -96,7 +96,7 @@ def free_port() -> int:
 class EngineProcess:
     """``python -m engine run`` in a project folder, with its own API port and token."""
 
-    def __init__(self, project: Path, env: dict[str, str] | None = None, token: str = "test-token") -> None:
+    def __init__(self, project: Path, env: dict[str, str] | None = None, token: str = "test-token") -> None:  # noqa: S107
         self.project = project
         self.token = token
         self.api_port = free_port()
@@ -118,7 +118,10 @@ class EngineProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "--project", str(self.project), "run"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         deadline = time.monotonic() + timeout

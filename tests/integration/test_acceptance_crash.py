@@ -105,6 +105,11 @@ def test_sigkill_during_load_loses_no_acked_message(make_project, tmp_path: Path
         finally:
             restarted.stop()
 
+    deliveries = erp.snapshot()
+    print(
+        f"acked before the kill: {len(acked_now)}; stored after restart: {len(stored)}; "
+        f"deliveries: {len(deliveries)} for {len({control_id_of(r.body) for r in deliveries})} control ids"
+    )
     missing = acked_now - delivered
     assert not missing, f"{len(missing)} ACKed messages never reached the ERP, e.g. {sorted(missing)[:5]}"
     stored_ids = {m["control_id"] for m in stored}

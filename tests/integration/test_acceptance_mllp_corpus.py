@@ -48,7 +48,9 @@ def _send_file(path: Path, port: int, work: Path) -> str:
     framed.write_bytes(b"\x0b" + path.read_bytes() + b"\x1c\r")
     done = subprocess.run(
         ["timeout", "20", _mllp_send_path(), "-p", str(port), "-f", str(framed), "127.0.0.1"],
-        capture_output=True, timeout=30, check=False,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 0, f"mllp_send failed for {path.name}: {done.stderr.decode(errors='replace')[-500:]}"
     return done.stdout.decode("utf-8", errors="replace")
@@ -76,9 +78,23 @@ def _run(files: list[Path], make_project, tmp_path: Path) -> None:  # type: igno
         _, port = engine.address("corpus-in")
         codes = {f.name: _check_ack(f.name, _send_file(f, port, tmp_path)) for f in files}
         listing = subprocess.run(
-            [sys.executable, "-m", "engine", "--project", str(project), "message", "list", "--channel",
-             "corpus-in", "--limit", "10000", "--json"],
-            capture_output=True, timeout=60, check=True,
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "--project",
+                str(project),
+                "message",
+                "list",
+                "--channel",
+                "corpus-in",
+                "--limit",
+                "10000",
+                "--json",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=True,
             env={**os.environ, "JUNCTION_API": engine.api, "JUNCTION_API_TOKEN": engine.token},
         )
         stored = json.loads(listing.stdout)

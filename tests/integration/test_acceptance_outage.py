@@ -47,7 +47,8 @@ def message(n: int) -> bytes:
 
 
 def test_outage_then_recovery_keeps_order_and_spares_other_destinations(
-    make_project, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    make_project,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     down_until = [float("inf")]
     lock = threading.Lock()

@@ -72,7 +72,11 @@ def test_secret_values_are_never_echoed(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_validate_command_exits_1_and_reports_every_file(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "engine", "validate", *[str(c) for c in CASES]],
-        capture_output=True, text=True, timeout=60, check=False, cwd=GOLDEN.parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=GOLDEN.parents[2],
     )
     assert done.returncode == 1
     for case in CASES:
@@ -83,6 +87,10 @@ def test_validate_command_accepts_the_shipped_channels() -> None:
     root = GOLDEN.parents[2]
     done = subprocess.run(
         [sys.executable, "-m", "engine", "validate", "channels"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=root,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -175,7 +175,7 @@ class MllpSource:
         conn.busy = True
         try:
             result = await submission
-        except Exception as exc:  # the listener must outlive any runtime failure
+        except Exception as exc:  # noqa: BLE001 - the listener must outlive any runtime failure
             self._log(logging.ERROR, "Submit failed; closing the connection.", peer=conn.peer, error_type=_name(exc))
             return False
         finally:
