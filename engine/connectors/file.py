@@ -112,7 +112,10 @@ class FileDestinationConfig(DestinationConfig):
         description="File name template; fields: " + ", ".join(FILENAME_FIELDS) + " (date and time in UTC).",
     )
     temp_suffix: str = Field(".tmp", min_length=1, description="Suffix of the temporary file renamed into place.")
-    fsync: bool = Field(True, description="fsync the file, and the directory after the rename, before reporting SENT.")
+    fsync: bool = Field(
+        True,
+        description="Make files durable before they are reported SENT (one filesystem sync per batch of sends).",
+    )
     overwrite: Literal["replace", "error", "skip"] = Field(
         "replace",
         description="When the file exists: replace it (idempotent re-delivery), fail the message, or keep it.",
@@ -251,6 +254,44 @@ def write_file(plan: _Plan, content: bytes) -> bool:
     return True
 
 
+def _sync_filesystem(directory: Path, files: list[Path]) -> None:
+    """Make the given files and their renames durable with one syncfs(2) where Linux offers it.
+
+    One filesystem sync per batch costs one journal commit instead of two fsyncs per file.
+    Elsewhere each file and then the directory are fsynced.
+    """
+    if _syncfs(directory):
+        return
+    for file in files:
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # replaced meanwhile by a later delivery of the same name
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_directory(directory)
+
+
+def _syncfs(directory: Path) -> bool:
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed")
+    finally:
+        os.close(fd)
+    return True
+
+
 class FileDestination:
     """Writes each message to ``directory/filename`` through a temp file and a rename.
 
@@ -276,6 +317,7 @@ class FileDestination:
         self._directory = base_dir / config.directory  # an absolute directory stays absolute
         self._log = log
         self.problem: str | None = None
+        self._unsynced: list[Path] = []
 
     async def open(self) -> None:
         """Create the directory; a failure here is retried per message, not a held queue."""
@@ -290,24 +332,56 @@ class FileDestination:
     async def close(self) -> None:
         """Nothing to release: every send opens and closes its own file."""
 
+    async def flush(self) -> None:
+        """Make every file written since the last flush durable (raises RetryableError if not)."""
+        files, self._unsynced = self._unsynced, []
+        if not files:
+            return
+        try:
+            await asyncio.to_thread(_sync_filesystem, self._directory, files)
+        except OSError as exc:
+            raise RetryableError(f"syncing {self.config.directory} failed: {_os_reason(exc)}") from exc
+
     async def send(self, item: Outbound) -> SendResult:
         """Write ``item``; raise ``RetryableError`` on I/O errors, ``PermanentError`` on bad names."""
+        result = (await self.send_batch([item]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def send_batch(self, items: list[Outbound]) -> list[SendResult | Exception]:
+        """Write several items in one worker thread, stopping at the first failure."""
+        return await asyncio.to_thread(self._write_all, items)
+
+    def _write_all(self, items: list[Outbound]) -> list[SendResult | Exception]:
+        results: list[SendResult | Exception] = []
+        for item in items:
+            try:
+                results.append(self._write_one(item))
+            except (RetryableError, PermanentError) as exc:
+                results.append(exc)
+                break
+        return results
+
+    def _write_one(self, item: Outbound) -> SendResult:
         name = render_name(self.config.filename, item, time.time())
         if len((name + self.config.temp_suffix).encode()) > MAX_NAME_BYTES:
             raise PermanentError(f"rendered file name is longer than {MAX_NAME_BYTES} bytes; shorten filename")
-        plan = _Plan(self._directory, name, self.config.temp_suffix, self.config.overwrite, self.config.fsync)
+        # Durability is deferred to flush(), which the runtime calls before recording SENT.
+        plan = _Plan(self._directory, name, self.config.temp_suffix, self.config.overwrite, False)
         try:
-            written = await asyncio.to_thread(write_file, plan, item.content)
+            written = write_file(plan, item.content)
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
                 raise PermanentError("rendered file name is too long for this filesystem") from exc
             raise RetryableError(f"writing to {self.config.directory} failed: {_os_reason(exc)}") from exc
-        detail = str(Path(self.config.directory) / name)
+        if self.config.fsync:
+            self._unsynced.append(plan.final)
         if not written:
             self._log.info(
                 "File exists; delivery skipped.", extra={"destination": self.config.name, "message_id": item.message_id}
             )
-        return SendResult(detail=detail)
+        return SendResult(detail=str(Path(self.config.directory) / name))
 
 
 def _os_reason(exc: OSError) -> str:

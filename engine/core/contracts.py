@@ -122,6 +122,11 @@ class Destination(Protocol):
     Built as ``factory(config, channel=NAME, base_dir=PATH, log=BoundLogger)``. ``problem``
     is a human sentence when the destination cannot work as configured (e.g. its URL
     variable is unset); the runtime then holds its queue and reports the problem.
+
+    A destination may also define ``async def flush()``: the runtime calls it after a run
+    of successful sends and before recording them SENT, so a destination can make a whole
+    batch durable at once (one filesystem sync instead of one per message). If ``flush``
+    raises, those sends are retried.
     """
 
     problem: str | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -11,13 +12,17 @@ from typing import Any
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+_random = random.Random(int.from_bytes(os.urandom(16), "big"))  # noqa: S311 - uniqueness, not secrecy
+
+
 def new_id() -> str:
     """Return a 26-character, time-sortable unique id (ULID layout, Crockford base 32).
 
     >>> len(new_id()), new_id() < new_id()
     (26, True)
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    # Reseeded per process from os.urandom; getrandbits avoids a system call per id.
+    value = (time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80)
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])

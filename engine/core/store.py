@@ -150,6 +150,12 @@ class MessageStore(Protocol):
     async def record_result(self, result: ProcessResult) -> None:
         """Store one pipeline run: message status, kept stages and destination queue rows."""
 
+    async def record_results(self, results: list[ProcessResult]) -> list[Exception | None]:
+        """``record_result`` for many runs in one write; one result failing spares the others.
+
+        Returns, per result, None or the exception that kept it from being stored.
+        """
+
     async def claim(
         self, channel: str, destination: str, partition: int, owner: str, *, limit: int, lease_secs: float, now: float
     ) -> list[QueueEntry]:

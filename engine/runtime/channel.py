@@ -333,7 +333,13 @@ class ChannelRuntime:
         else:
             results = [self.pipeline.run(item.msg, item.doc) for item in batch]
         send_first = [d.name for d in self.channel.destinations if d.send_first and d.name in self.workers]
-        await asyncio.gather(*(self.store.record_result(r) for r in results))
+        failures = await self.store.record_results(results)
+        for result, failure in zip(results, failures, strict=True):
+            if failure is not None:  # stays RECEIVED in the store: the next recovery retries it
+                self.log.error(
+                    "Could not store a processing result.",
+                    extra={"message_id": result.message_id, "error": str(failure)[:300]},
+                )
         woken: set[str] = set()
         for item, result in zip(batch, results, strict=True):
             self._inflight.discard(item.msg.id)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core.errors import ConfigError
-from engine.core.loader import load_model, load_yaml, resolve_plugin
+from engine.core.loader import load_model, load_yaml, resolve_plugin, validate_model
 
 
 class _Strict(BaseModel):
@@ -38,9 +38,21 @@ class EngineSettings(_Strict):
         return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
+# Used when a project has no config/junction.yaml: the same environment overrides apply.
+DEFAULT_SETTINGS = """
+store: {type: sqlite, path: "${JUNCTION_DB:-var/junction.db}"}
+api: {listen: "${JUNCTION_API_LISTEN:-127.0.0.1:8780}"}
+log: {level: "${JUNCTION_LOG_LEVEL:-INFO}", format: "${JUNCTION_LOG_FORMAT:-text}"}
+"""
+
+
 def load_settings(path: Path | None) -> EngineSettings:
     if path is None or not path.exists():
-        return EngineSettings()
+        doc = load_yaml("<built-in settings>", text=DEFAULT_SETTINGS)
+        settings = validate_model(EngineSettings, doc, doc.data)
+        if settings is None or doc.problems:
+            raise ConfigError(doc.problems)
+        return settings
     settings = load_model(path, EngineSettings)
     doc = load_yaml(path)
     if resolve_plugin(doc, "store", dict(settings.store), ("store",)) is None:  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from engine.core.channel import DestinationConfig
 from engine.core.contracts import Destination
 from engine.core.errors import PermanentError, RetryableError
 from engine.core.logs import BoundLogger
-from engine.core.message import Outbound, Status
+from engine.core.message import Outbound, SendResult, Status
 from engine.core.store import DeliveryOutcome, MessageStore, QueueEntry
 
 CLAIM_LIMIT = 64
@@ -115,6 +115,11 @@ class DestinationWorker:
         )
         if not entries:
             return False
+        if hasattr(self.destination, "send_batch") and self.running.is_set() and not self._stopping:
+            outcomes = await self._attempt_batch(entries)
+            if (outcomes and outcomes[-1].status == Status.QUEUED) or len(outcomes) < len(entries):
+                await self.store.release(entries[len(outcomes) :])
+            return await self._record(outcomes)
         outcomes: list[DeliveryOutcome] = []
         for index, entry in enumerate(entries):
             if self._stopping or not self.running.is_set():
@@ -125,15 +130,34 @@ class DestinationWorker:
             if outcome.status == Status.QUEUED:  # FIFO: the head waits, nobody overtakes it
                 await self.store.release(entries[index + 1 :])
                 break
+        return await self._record(outcomes)
+
+    async def _record(self, outcomes: list[DeliveryOutcome]) -> bool:
+        outcomes = await self._flush(outcomes)
         await self.store.finish(outcomes)
         if self.on_finished is not None:
             await self.on_finished(outcomes)
         return not any(o.status == Status.QUEUED for o in outcomes)
 
-    async def attempt(self, entry: QueueEntry) -> DeliveryOutcome:
-        """Try one delivery and classify the result (no store writes here)."""
-        attempt_no = entry.attempts + 1
-        item = Outbound(
+    async def _flush(self, outcomes: list[DeliveryOutcome]) -> list[DeliveryOutcome]:
+        """Let the destination make its sends durable; if it cannot, they are retried."""
+        flush = getattr(self.destination, "flush", None)
+        if flush is None or not any(o.status == Status.SENT for o in outcomes):
+            return outcomes
+        try:
+            await flush()
+        except Exception as exc:  # noqa: BLE001 - unflushed sends are not SENT; retry them
+            self.log.warning(
+                "Destination could not make its deliveries durable; retrying them.", extra={"error": str(exc)[:300]}
+            )
+            retry_at = time.time() + self.config.retry.backoff_secs
+            for outcome in outcomes:
+                if outcome.status == Status.SENT:
+                    outcome.status, outcome.retry_at, outcome.error = Status.QUEUED, retry_at, f"flush: {exc}"[:2000]
+        return outcomes
+
+    def _outbound(self, entry: QueueEntry) -> Outbound:
+        return Outbound(
             message_id=entry.message_id,
             channel=self.channel,
             destination=self.config.name,
@@ -141,43 +165,60 @@ class DestinationWorker:
             content=entry.content,
             content_type=entry.content_type,
             control_id=entry.control_id,
-            attempt=attempt_no,
+            attempt=entry.attempts + 1,
             source=entry.source,
         )
+
+    async def attempt(self, entry: QueueEntry) -> DeliveryOutcome:
+        """Try one delivery and classify the result (no store writes here)."""
         started = time.time()
-        base = {"message_id": entry.message_id, "run": entry.run, "destination": self.config.name}
         try:
-            result = await self.destination.send(item)
-        except RetryableError as exc:
-            return self._retry_or_give_up(entry, attempt_no, started, exc, base)
-        except PermanentError as exc:
+            result: SendResult | Exception = await self.destination.send(self._outbound(entry))
+        except Exception as exc:  # noqa: BLE001 - classified below; an unexpected bug is retried, not lost
+            result = exc
+        return self._classify(entry, started, result)
+
+    async def _attempt_batch(self, entries: list[QueueEntry]) -> list[DeliveryOutcome]:
+        """Destinations with ``send_batch`` take a whole claim in one call (one thread hop).
+
+        The destination stops at the first failure and returns one result per item tried.
+        """
+        started = time.time()
+        results = await self.destination.send_batch([self._outbound(e) for e in entries])  # type: ignore[attr-defined]
+        return [self._classify(entry, started, result) for entry, result in zip(entries, results, strict=False)]
+
+    def _classify(self, entry: QueueEntry, started: float, result: SendResult | Exception) -> DeliveryOutcome:
+        base = {"message_id": entry.message_id, "run": entry.run, "destination": self.config.name}
+        attempt_no = entry.attempts + 1
+        if isinstance(result, SendResult):
+            self.sent += 1
+            return DeliveryOutcome(
+                **base,  # type: ignore[arg-type]
+                status=Status.SENT,
+                started_at=started,
+                finished_at=time.time(),
+                status_code=result.status_code,
+                response=result.response,
+                keep_response=self.keep_responses,
+            )
+        if isinstance(result, PermanentError):
             self.failed += 1
             self.log.warning(
-                "Delivery failed permanently.", extra={"message_id": entry.message_id, "error": str(exc)[:300]}
+                "Delivery failed permanently.", extra={"message_id": entry.message_id, "error": str(result)[:300]}
             )
             return DeliveryOutcome(
-                **base,
+                **base,  # type: ignore[arg-type]
                 status=Status.ERROR,
                 started_at=started,
                 finished_at=time.time(),
-                error=str(exc)[:2000],
-                status_code=exc.status_code,
-                response=exc.response,
+                error=str(result)[:2000],
+                status_code=result.status_code,
+                response=result.response,
                 keep_response=self.keep_responses,
             )
-        except Exception as exc:  # noqa: BLE001 - an unexpected connector bug is retried, not lost
-            wrapped = RetryableError(f"unexpected {type(exc).__name__}: {exc}")
-            return self._retry_or_give_up(entry, attempt_no, started, wrapped, base)
-        self.sent += 1
-        return DeliveryOutcome(
-            **base,
-            status=Status.SENT,
-            started_at=started,
-            finished_at=time.time(),
-            status_code=result.status_code,
-            response=result.response,
-            keep_response=self.keep_responses,
-        )
+        if not isinstance(result, RetryableError):
+            result = RetryableError(f"unexpected {type(result).__name__}: {result}")
+        return self._retry_or_give_up(entry, attempt_no, started, result, base)
 
     def _retry_or_give_up(
         self, entry: QueueEntry, attempt_no: int, started: float, exc: RetryableError, base: dict[str, object]

@@ -147,6 +147,12 @@ class SqliteStore:
         """Store one pipeline run: status, kept stages, destination rows, response."""
         await self._write(writes.record_result, result)
 
+    async def record_results(self, results: list[ProcessResult]) -> list[Exception | None]:
+        """Store many pipeline runs in one write; see ``writes.record_results``."""
+        if not results:
+            return []
+        return await self._write(writes.record_results, results)
+
     async def claim(
         self, channel: str, destination: str, partition: int, owner: str, *, limit: int, lease_secs: float, now: float
     ) -> list[QueueEntry]:

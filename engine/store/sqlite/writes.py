@@ -85,6 +85,22 @@ def record_result(conn: sqlite3.Connection, result: ProcessResult) -> None:
             conn.execute(INSERT_QUEUE_CONTENT, (queue_id, r.content))
 
 
+def record_results(conn: sqlite3.Connection, results: list[ProcessResult]) -> list[Exception | None]:
+    """``record_result`` for each result, each in its own savepoint so one failure spares the rest."""
+    errors: list[Exception | None] = []
+    for result in results:
+        conn.execute("SAVEPOINT result")
+        try:
+            record_result(conn, result)
+        except (LookupError, sqlite3.Error) as exc:
+            conn.execute("ROLLBACK TO result")
+            errors.append(exc)
+        else:
+            errors.append(None)
+        conn.execute("RELEASE result")
+    return errors
+
+
 def claim(
     conn: sqlite3.Connection,
     channel: str,
