@@ -192,5 +192,9 @@ class MessageStore(Protocol):
     async def counters(self, channel: str) -> dict[str, int]:
         """Message counts by status for a channel, plus destination counts as ``dest:NAME:STATUS``."""
 
-    async def prune_content(self, message_id: str) -> None:
-        """Drop stored content of a finished message (storage mode ``metadata``)."""
+    async def prune_content(self, message_id: str, *, only_if_finished: bool = False) -> bool:
+        """Drop stored content of a message (storage mode ``metadata``); True if dropped.
+
+        With ``only_if_finished``, only when its latest run is FILTERED, or TRANSFORMED with
+        every destination SENT or FILTERED; a message in ERROR keeps its raw to be reprocessed.
+        """

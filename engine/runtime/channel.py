@@ -340,6 +340,10 @@ class ChannelRuntime:
                     "Could not store a processing result.",
                     extra={"message_id": result.message_id, "error": str(failure)[:300]},
                 )
+        if self.channel.storage == StorageMode.METADATA:
+            for result in results:
+                if not any(r.status == Status.QUEUED for r in result.routes):
+                    await self.store.prune_content(result.message_id, only_if_finished=True)
         woken: set[str] = set()
         for item, result in zip(batch, results, strict=True):
             self._inflight.discard(item.msg.id)
@@ -380,6 +384,10 @@ class ChannelRuntime:
             await asyncio.wait(futures, timeout=30)
 
     async def _after_delivery(self, outcomes: list[DeliveryOutcome]) -> None:
+        if self.channel.storage == StorageMode.METADATA:
+            for outcome in outcomes:
+                if outcome.status == Status.SENT:
+                    await self.store.prune_content(outcome.message_id, only_if_finished=True)
         for outcome in outcomes:
             fut = self._first_sends.pop((outcome.message_id, outcome.destination), None)
             if fut is not None and not fut.done():

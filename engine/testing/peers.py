@@ -96,17 +96,20 @@ def free_port() -> int:
 class EngineProcess:
     """``python -m engine run`` in a project folder, with its own API port and token."""
 
-    def __init__(self, project: Path, env: dict[str, str] | None = None, token: str = "test-token") -> None:  # noqa: S107
+    def __init__(self, project: Path, env: dict[str, str] | None = None, token: str | None = "test-token") -> None:  # noqa: S107
+        """``token=None``: the engine generates its token file, read back after start."""
         self.project = project
-        self.token = token
+        self.token = token or ""
         self.api_port = free_port()
         self.env = {
             **os.environ,
             "JUNCTION_API_LISTEN": f"127.0.0.1:{self.api_port}",
-            "JUNCTION_API_TOKEN": token,
             "JUNCTION_LOG_FORMAT": "json",
             **(env or {}),
         }
+        self.env.pop("JUNCTION_API_TOKEN", None)
+        if token:
+            self.env["JUNCTION_API_TOKEN"] = token
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = project / "engine.log"
 
@@ -129,10 +132,15 @@ class EngineProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
             try:
-                self.call("GET", "/api/health")
-                return self
+                with urllib.request.urlopen(self.api + "/healthz", timeout=5):  # noqa: S310 - loopback http
+                    pass
             except OSError:
                 time.sleep(0.1)
+                continue
+            if not self.token:
+                self.token = (self.project / "var" / "api-token").read_text(encoding="utf-8").strip()
+            self.call("GET", "/api/health")
+            return self
         raise TimeoutError(f"engine did not start within {timeout}s:\n{self.log_text()[-4000:]}")
 
     def log_text(self) -> str:
@@ -151,7 +159,7 @@ class EngineProcess:
         while time.monotonic() < deadline:
             info = self.call("GET", f"/api/channels/{channel}")
             address = (info.get("source") or {}).get("address")
-            if info.get("state") == "started" and address:
+            if info.get("state") in ("started", "paused") and address:
                 host, _, port = address.rpartition(":")
                 return host, int(port)
             time.sleep(0.05)

@@ -603,3 +603,37 @@ class StoreConformance:
             assert entry.content == b""
 
         run(scenario())
+
+    def test_record_results_in_one_write_spares_the_others(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                msgs = await accept(store, 3)
+                results = [
+                    ProcessResult(m.id, 1, Status.TRANSFORMED, stages={"transformed": b"T"}, routes=[route()])
+                    for m in msgs
+                ]
+                results.insert(1, ProcessResult("no-such-message", 1, Status.TRANSFORMED, routes=[route()]))
+                failures = await store.record_results(results)
+                entries = await claim(store, now=time.time())
+            assert [f is None for f in failures] == [True, False, True, True]
+            assert isinstance(failures[1], LookupError)
+            assert [e.message_id for e in entries] == [m.id for m in msgs]
+
+        run(scenario())
+
+    def test_prune_only_if_finished_keeps_what_may_be_reprocessed(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            now = time.time()
+            async with store_factory() as store:
+                sent, failed, waiting = await queued(store, 3)
+                entries = {e.message_id: e for e in await claim(store, now=now)}
+                await store.finish(
+                    [outcome(entries[sent.id], Status.SENT, now), outcome(entries[failed.id], Status.ERROR, now)]
+                )
+                await store.release([entries[waiting.id]])
+                dropped = [await store.prune_content(m.id, only_if_finished=True) for m in (sent, failed, waiting)]
+                details = [await store.get(m.id) for m in (sent, failed, waiting)]
+            assert dropped == [True, False, False]
+            assert [bool(d and d.contents) for d in details] == [False, True, True]
+
+        run(scenario())

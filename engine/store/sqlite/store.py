@@ -197,6 +197,6 @@ class SqliteStore:
         """Message counts by status plus ``dest:NAME:STATUS`` counts (latest runs)."""
         return await self._read(reads.counters, channel)
 
-    async def prune_content(self, message_id: str) -> None:
+    async def prune_content(self, message_id: str, *, only_if_finished: bool = False) -> bool:
         """Drop every stored content of a message; its metadata and history stay."""
-        await self._write(writes.prune_content, message_id)
+        return await self._write(writes.prune_content, message_id, only_if_finished)

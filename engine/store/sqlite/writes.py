@@ -214,13 +214,25 @@ def begin_reprocess(conn: sqlite3.Connection, message_id: str) -> InboundMessage
     )
 
 
-def prune_content(conn: sqlite3.Connection, message_id: str) -> None:
-    """Delete every stored content of a message (stages, responses, queue payloads)."""
+UNFINISHED = """SELECT 1 FROM messages m WHERE m.seq = ? AND (m.status NOT IN ('TRANSFORMED', 'FILTERED')
+    OR EXISTS (SELECT 1 FROM queue q WHERE q.message_seq = m.seq AND q.run = m.run
+               AND q.status NOT IN ('SENT', 'FILTERED')))"""
+
+
+def prune_content(conn: sqlite3.Connection, message_id: str, only_if_finished: bool = False) -> bool:
+    """Delete every stored content of a message (stages, responses, queue payloads).
+
+    With ``only_if_finished``, only when the latest run is done: FILTERED, or TRANSFORMED
+    with every destination SENT or FILTERED (an ERROR keeps its raw content to reprocess).
+    """
     row = conn.execute(FIND_MESSAGE, (message_id,)).fetchone()
     if row is None:
-        return
+        return False
+    if only_if_finished and conn.execute(UNFINISHED, (row[0],)).fetchone() is not None:
+        return False
     conn.execute("DELETE FROM contents WHERE message_seq = ?", (row[0],))
     conn.execute("DELETE FROM queue_content WHERE queue_id IN (SELECT id FROM queue WHERE message_seq = ?)", (row[0],))
+    return True
 
 
 def settings(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -1,0 +1,241 @@
+"""Runtime behaviour with real sockets and a real HTTP peer, engine in-process.
+
+Keyed ordering across threads, ACK modes, storage modes, a held destination whose URL is
+unset, and recovery of queued messages after a restart.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.core.message import Status
+from engine.core.store import MessageQuery
+from engine.testing.peers import EngineThread, HttpPeer, Received, mllp_exchange, msa
+
+pytestmark = pytest.mark.integration
+
+
+def dft(control_id: str, patient: str, *, bad_ft1: bool = False) -> bytes:
+    ft1 = "FT1|1|||20261122|20261122|CG|SUP-1|||NOTANUMBER\r" if bad_ft1 else "FT1|1|||20261122|20261122|CG|SUP-1|||2\r"
+    return (
+        f"MSH|^~\\&|EHR|GH|JUNCTION|ERP|20261122101500||DFT^P03|{control_id}|P|2.5.1\r"
+        f"PID|1||{patient}^^^GH^MR||TESTPATIENT^GAMMA\r" + ft1
+    ).encode()
+
+
+def send_all(port: int, payloads: list[bytes]) -> list[tuple[str, str]]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return [msa(mllp_exchange(sock, p)) for p in payloads]
+
+
+def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def control(request: Received) -> str:
+    return request.body.split(b"|")[9].decode()
+
+
+def test_threads_keep_order_per_key_and_do_not_block_other_keys(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    failures_left = {"P-SLOW": 5}
+    lock = threading.Lock()
+
+    def behaviour(request: Received) -> int:
+        patient = request.body.split(b"PID|1||", 1)[1].split(b"^", 1)[0].decode()
+        with lock:
+            if failures_left.get(patient, 0) > 0:
+                failures_left[patient] -= 1
+                return 503
+        return 200
+
+    with HttpPeer(behaviour) as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "keyed-in": """
+            name: keyed-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - name: erp
+                type: http
+                url: ${ERP_URL}/charges
+                threads: 4
+                order_key: PID-3.1
+                retry: {max_attempts: 0, backoff_secs: 0.1, max_backoff_secs: 0.2}
+        """
+            }
+        )
+        patients = ["P-SLOW", "P-A", "P-B", "P-C", "P-D", "P-E"]
+        payloads = [dft(f"K{n:03d}", patients[n % len(patients)]) for n in range(60)]
+        with EngineThread(project) as running:
+            _, port = running.address("keyed-in")
+            assert all(code == "AA" for code, _ in send_all(port, payloads))
+            wait_until(lambda: len(erp.snapshot()) == 60)
+        received = erp.snapshot()
+    by_patient: dict[str, list[str]] = {}
+    for request in received:
+        by_patient.setdefault(request.body.split(b"PID|1||", 1)[1].split(b"^", 1)[0].decode(), []).append(
+            control(request)
+        )
+    for patient, controls in by_patient.items():
+        assert controls == sorted(controls), f"{patient} delivered out of order: {controls}"
+    slow_done = max(r.at for r in received if b"P-SLOW" in r.body)
+    others_done = [r.at for r in received if b"P-SLOW" not in r.body]
+    assert sum(1 for at in others_done if at < slow_done) >= len(others_done) // 2, "other keys waited"
+
+
+def test_after_processing_acks_reflect_the_outcome(make_project) -> None:  # type: ignore[no-untyped-def]
+    project: Path = make_project(
+        {
+            "ack-in": """
+        name: ack-in
+        source: {type: mllp, listen: "127.0.0.1:0", ack_mode: after_processing}
+        pipeline:
+          datatype: hl7v2
+          filter: {field: MSH-9.1, in: [DFT, ADT]}
+          transform: hl7-to-json
+        destinations:
+          - {name: archive, type: file, directory: var/out/ack}
+    """
+        }
+    )
+    with EngineThread(project) as running:
+        _, port = running.address("ack-in")
+        good, filtered, garbage = send_all(
+            port,
+            [
+                dft("A1", "P1"),
+                dft("A2", "P1").replace(b"DFT^P03", b"ORU^R01"),
+                b"this is not HL7 at all",
+            ],
+        )
+        detail = running.run(running.engine.store.search(MessageQuery(channel="ack-in", control_id="A1")))
+    assert good == ("AA", "A1")
+    assert filtered == ("AA", "A2")  # accepted, just not routed
+    assert garbage[0] == "AR"
+    assert detail[0].status == Status.TRANSFORMED
+
+
+def test_strict_validation_answers_ae_with_the_reason(make_project) -> None:  # type: ignore[no-untyped-def]
+    project: Path = make_project(
+        {
+            "strict-in": """
+        name: strict-in
+        source: {type: mllp, listen: "127.0.0.1:0", ack_mode: after_processing}
+        pipeline:
+          datatype: {type: hl7v2, validate: strict}
+    """
+        }
+    )
+    bad_date = (
+        b"MSH|^~\\&|EHR|GH|JUNCTION|ERP|20261122101500||ADT^A01^ADT_A01|V1|P|2.5\r"
+        b"EVN|A01|NOT-A-DATE\rPID|1||X^^^GH^MR||TESTPATIENT^DELTA||19700101|F\rPV1|1|I\r"
+    )
+    with EngineThread(project) as running:
+        _, port = running.address("strict-in")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            ack = mllp_exchange(sock, bad_date, timeout=30)
+        stored = running.run(running.engine.store.search(MessageQuery(channel="strict-in")))
+    code, acked = msa(ack)
+    assert (code, acked) == ("AE", "V1")
+    assert b"ERR" in ack
+    assert stored[0].status == Status.ERROR
+    assert stored[0].error.startswith("validation:")
+    assert "NOT-A-DATE" not in stored[0].error  # describes the problem, never quotes the value
+
+
+@pytest.mark.parametrize(
+    ("mode", "kept"), [("raw", {"raw"}), ("metadata", set()), ("production", {"raw", "transformed"})]
+)
+def test_storage_modes(make_project, mode: str, kept: set[str]) -> None:  # type: ignore[no-untyped-def]
+    project: Path = make_project(
+        {
+            "store-in": f"""
+        name: store-in
+        storage: {mode}
+        source: {{type: mllp, listen: "127.0.0.1:0"}}
+        pipeline: {{datatype: hl7v2}}
+        destinations:
+          - {{name: archive, type: file, directory: var/out/store}}
+    """
+        }
+    )
+    with EngineThread(project) as running:
+        _, port = running.address("store-in")
+        assert send_all(port, [dft("S1", "P1")]) == [("AA", "S1")]
+        store = running.engine.store
+
+        def sent() -> bool:
+            found = running.run(store.search(MessageQuery(channel="store-in")))
+            return bool(found) and found[0].destinations.get("archive") == Status.SENT
+
+        wait_until(sent)
+        time.sleep(0.2)
+        (summary,) = running.run(store.search(MessageQuery(channel="store-in")))
+        detail = running.run(store.get(summary.id))
+    assert {stage for _run, stage in detail.contents} == kept
+
+
+def test_unset_url_holds_the_queue_until_redeployed(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("LATER_ERP_URL", raising=False)
+    project: Path = make_project(
+        {
+            "held-in": """
+        name: held-in
+        source: {type: mllp, listen: "127.0.0.1:0"}
+        pipeline: {datatype: hl7v2}
+        destinations:
+          - {name: erp, type: http, url: "${LATER_ERP_URL:-}"}
+    """
+        }
+    )
+    with HttpPeer() as erp, EngineThread(project) as running:
+        _, port = running.address("held-in")
+        assert send_all(port, [dft("H1", "P1"), dft("H2", "P1")]) == [("AA", "H1"), ("AA", "H2")]
+        status = running.run(running.engine.status("held-in"))
+        assert "not configured" in status["destinations"][0]["problem"]
+        time.sleep(0.3)
+        assert erp.snapshot() == []
+        monkeypatch.setenv("LATER_ERP_URL", erp.url)
+        running.run(running.engine.act("held-in", "redeploy"))
+        wait_until(lambda: len(erp.snapshot()) == 2)
+    assert [control(r) for r in erp.snapshot()] == ["H1", "H2"]
+
+
+def test_restart_resumes_queued_and_unprocessed_messages(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    down = [True]
+    with HttpPeer(lambda _r: 503 if down[0] else 200) as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "resume-in": """
+            name: resume-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - name: erp
+                type: http
+                url: ${ERP_URL}/x
+                retry: {max_attempts: 0, backoff_secs: 0.05, max_backoff_secs: 0.1}
+        """
+            }
+        )
+        with EngineThread(project) as running:
+            _, port = running.address("resume-in")
+            assert [c for c, _ in send_all(port, [dft(f"R{n}", "P1") for n in range(5)])] == ["AA"] * 5
+            wait_until(lambda: len(erp.refused) >= 2)
+        down[0] = False
+        with EngineThread(project):
+            wait_until(lambda: len(erp.snapshot()) == 5)
+    assert [control(r) for r in erp.snapshot()] == [f"R{n}" for n in range(5)]
