@@ -49,6 +49,7 @@ class DataType(Protocol):
     """Parses bytes into documents and answers senders."""
 
     content_type: str
+    validates: bool  # validate() does real, slow work: the runtime runs it off the event loop
 
     def split(self, raw: bytes) -> list[bytes]:
         """Split a batch or multi-message payload into single messages (default: [raw])."""

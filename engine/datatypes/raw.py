@@ -52,6 +52,7 @@ class Raw:
     """The ``raw`` data type (implements ``engine.core.contracts.DataType``)."""
 
     content_type = "application/octet-stream"
+    validates = False
 
     def __init__(self, config: RawConfig | None = None) -> None:
         self.config = config or RawConfig(type="raw")

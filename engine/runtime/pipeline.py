@@ -60,7 +60,7 @@ class Pipeline:
             Route(d, compile_filter(d.filter), build_transform(d.transform, self.datatype) if d.transform else None)
             for d in channel.destinations
         ]
-        self.slow = getattr(channel.pipeline.datatype, "validate", "none") not in (None, "none", False)
+        self.slow = bool(getattr(self.datatype, "validates", False))
 
     # -- at the door (before the durable commit) ------------------------------------------
 

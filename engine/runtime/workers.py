@@ -21,6 +21,7 @@ from engine.core.store import DeliveryOutcome, MessageStore, QueueEntry
 
 CLAIM_LIMIT = 64
 IDLE_POLL_SECS = 5.0
+GATHER_SECS = 0.01
 
 
 class DestinationWorker:
@@ -101,7 +102,9 @@ class DestinationWorker:
         try:
             await asyncio.wait_for(self.wake.wait(), timeout=wait)
         except TimeoutError:
-            pass
+            return
+        # Woken by new work: let a few ms of it gather so one claim and one finish cover it.
+        await asyncio.sleep(GATHER_SECS)
 
     async def _round(self) -> bool:
         entries = await self.store.claim(

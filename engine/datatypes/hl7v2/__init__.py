@@ -76,6 +76,7 @@ class Hl7v2:
     def __init__(self, config: Hl7v2Config | None = None) -> None:
         self.config = config or Hl7v2Config.model_validate({"type": "hl7v2"})
         self._charset = "auto" if self.config.charset == "auto" else charsets.resolve(self.config.charset)
+        self.validates = self.config.validation == "strict"
 
     def split(self, raw: bytes) -> list[bytes]:
         """Split FHS/BHS batches and multi-MSH files into messages (segments joined by CR)."""
@@ -118,7 +119,7 @@ HL7V2 = datatype_spec(
     capabilities=frozenset({"batches", "responds", "validates"}),
     path_syntax=SYNTAX,
     examples=(
-        Example("Defaults: detect the charset, ACK as MSH-15 asks", "type: hl7v2"),
+        Example("Defaults: detect the charset, always answer with an ACK", "type: hl7v2"),
         Example(
             "Latin-1 feed validated against the standard, ACKs from a fixed application",
             "type: hl7v2\ncharset: 8859/1\nvalidate: strict\nack_sending_application: JUNCTION\n"
