@@ -239,3 +239,24 @@ def test_restart_resumes_queued_and_unprocessed_messages(make_project, monkeypat
         with EngineThread(project):
             wait_until(lambda: len(erp.snapshot()) == 5)
     assert [control(r) for r in erp.snapshot()] == [f"R{n}" for n in range(5)]
+
+
+def test_send_first_delivers_before_the_ack(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "first-in": """
+            name: first-in
+            source: {type: mllp, listen: "127.0.0.1:0", ack_mode: after_processing}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - {name: erp, type: http, url: "${ERP_URL}/first", send_first: true}
+        """
+            }
+        )
+        with EngineThread(project) as running:
+            _, port = running.address("first-in")
+            for n in range(5):
+                assert send_all(port, [dft(f"F{n}", "P1")]) == [("AA", f"F{n}")]
+                assert [control(r) for r in erp.snapshot()][-1] == f"F{n}", "the ACK came before the delivery"
