@@ -101,8 +101,27 @@ class ChannelRuntime:
         if self.state == "paused":
             await self.resume()
             return
+        await self._launch(processing=True)
+        self.state = "started"
+        assert self.source is not None
+        self.log.info("Channel started.", extra={"address": self.source.address})
+
+    async def pause(self) -> None:
+        if self.state == "stopped":
+            await self._launch(processing=False)
+        self._running.clear()
+        for worker in self._all_workers():
+            worker.pause()
+        self.state = "paused"
+        self.log.info("Channel paused.")
+
+    async def _launch(self, *, processing: bool) -> None:
+        """Start workers, the processor (recovering stored messages first) and the source."""
         self._start_workers()
-        self._running.set()
+        if processing:
+            self._running.set()
+        else:
+            self._running.clear()
         self._recover = True
         self._processor = asyncio.create_task(self._process_loop(), name=f"processor:{self.name}")
         assert self.source is not None
@@ -111,26 +130,6 @@ class ChannelRuntime:
         except BaseException:
             await self._teardown()
             raise
-        self.state = "started"
-        self.log.info("Channel started.", extra={"address": self.source.address})
-
-    async def pause(self) -> None:
-        if self.state == "stopped":
-            self._running.clear()
-            self._start_workers()
-            self._recover = True
-            self._processor = asyncio.create_task(self._process_loop(), name=f"processor:{self.name}")
-            assert self.source is not None
-            try:
-                await self.source.start()
-            except BaseException:
-                await self._teardown()
-                raise
-        self._running.clear()
-        for worker in self._all_workers():
-            worker.pause()
-        self.state = "paused"
-        self.log.info("Channel paused.")
 
     async def resume(self) -> None:
         if self.state != "paused":
