@@ -260,3 +260,43 @@ def test_send_first_delivers_before_the_ack(make_project, monkeypatch) -> None: 
             for n in range(5):
                 assert send_all(port, [dft(f"F{n}", "P1")]) == [("AA", f"F{n}")]
                 assert [control(r) for r in erp.snapshot()][-1] == f"F{n}", "the ACK came before the delivery"
+
+
+def test_mllp_sender_forwards_to_another_listener(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from engine.testing.peers import free_port
+
+    port = free_port()
+    monkeypatch.setenv("DOWNSTREAM_PORT", str(port))
+    project: Path = make_project(
+        {
+            "route-in": """
+            name: route-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - name: downstream
+                type: mllp
+                endpoint: 127.0.0.1:${DOWNSTREAM_PORT}
+                ack_timeout_secs: 5
+        """,
+            "downstream-in": """
+            name: downstream-in
+            source: {type: mllp, listen: "127.0.0.1:${DOWNSTREAM_PORT}"}
+            pipeline: {datatype: hl7v2}
+        """,
+        }
+    )
+    with EngineThread(project) as running:
+        _, entry = running.address("route-in")
+        assert [c for c, _ in send_all(entry, [dft(f"M{n}", "P1") for n in range(3)])] == ["AA"] * 3
+        store = running.engine.store
+
+        def forwarded() -> bool:
+            return len(running.run(store.search(MessageQuery(channel="downstream-in")))) == 3
+
+        wait_until(forwarded)
+        sent = running.run(store.search(MessageQuery(channel="route-in")))
+        detail = running.run(store.get(sent[0].id))
+    assert {m.destinations["downstream"] for m in sent} == {Status.SENT}
+    (response,) = [c for (_run, stage), c in detail.contents.items() if stage == "response:downstream"]
+    assert b"MSA|AA|" + sent[0].control_id.encode() in response  # the downstream ACK is kept
