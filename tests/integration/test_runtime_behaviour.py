@@ -300,3 +300,25 @@ def test_mllp_sender_forwards_to_another_listener(make_project, monkeypatch) -> 
     assert {m.destinations["downstream"] for m in sent} == {Status.SENT}
     (response,) = [c for (_run, stage), c in detail.contents.items() if stage == "response:downstream"]
     assert b"MSA|AA|" + sent[0].control_id.encode() in response  # the downstream ACK is kept
+
+
+def test_oversize_frame_gets_ar_is_stored_and_the_connection_goes_on(make_project) -> None:  # type: ignore[no-untyped-def]
+    project: Path = make_project(
+        {
+            "big-in": """
+        name: big-in
+        source: {type: mllp, listen: "127.0.0.1:0", max_frame_bytes: 4096}
+        pipeline: {datatype: hl7v2}
+    """
+        }
+    )
+    huge = dft("BIG1", "P1") + b"NTE|1||" + b"X" * 20_000 + b"\r"
+    with EngineThread(project) as running:
+        _, port = running.address("big-in")
+        answers = send_all(port, [huge, dft("OK1", "P1")])
+        stored = running.run(running.engine.store.search(MessageQuery(channel="big-in")))
+    assert answers == [("AR", "BIG1"), ("AA", "OK1")]
+    refused = [m for m in stored if m.status == Status.ERROR]
+    assert len(refused) == 1
+    assert "max_frame_bytes" in refused[0].error
+    assert refused[0].control_id == "BIG1"
