@@ -238,17 +238,25 @@ def _conflict(plan: _Plan) -> bool:
 
 def write_file(plan: _Plan, content: bytes) -> bool:
     """Write ``content`` atomically per ``plan`` (blocking); False when an existing file was kept."""
-    plan.directory.mkdir(parents=True, exist_ok=True)
     if plan.overwrite != "replace" and plan.final.exists() and _conflict(plan):
         return False
     try:
         _write_temp(plan, content)
+    except FileNotFoundError:
+        plan.directory.mkdir(parents=True, exist_ok=True)  # created lazily: a syscall saved per file
+        _write_temp(plan, content)
+    placed = False
+    try:
         if plan.overwrite == "replace":
             os.replace(plan.temp, plan.final)
+            placed = True
         elif not _place_exclusive(plan) and _conflict(plan):
             return False
+        else:
+            placed = True
     finally:
-        plan.temp.unlink(missing_ok=True)
+        if not placed:
+            plan.temp.unlink(missing_ok=True)
     if plan.fsync:
         _fsync_directory(plan.directory)
     return True
