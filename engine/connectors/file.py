@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -282,15 +283,23 @@ def _sync_filesystem(directory: Path, files: list[Path]) -> None:
     _fsync_directory(directory)
 
 
-def _syncfs(directory: Path) -> bool:
+@functools.cache
+def _libc_syncfs() -> Any:
+    """libc's syncfs, looked up once (find_library may run a subprocess); None elsewhere."""
     try:
         import ctypes
-        import ctypes.util
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        syncfs = libc.syncfs
+        return ctypes.CDLL("libc.so.6", use_errno=True).syncfs
     except (OSError, AttributeError):
+        return None
+
+
+def _syncfs(directory: Path) -> bool:
+    syncfs = _libc_syncfs()
+    if syncfs is None:
         return False
+    import ctypes
+
     fd = os.open(directory, os.O_RDONLY)
     try:
         if syncfs(fd) != 0:
