@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,8 +136,3 @@ class ChannelDef(Strict):
                 raise ValueError(f"destination name {dest.name!r} is used twice")
             seen.add(dest.name)
         return value
-
-
-def plugin_fields(model: type[BaseModel]) -> dict[str, Any]:
-    """The fields a plug-in config adds to its base (for docs)."""
-    return dict(model.model_fields)

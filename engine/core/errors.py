@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -99,17 +99,3 @@ class RetryableError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Delivery failed in a way that retrying cannot fix (400, AR with a bad message)."""
-
-
-@dataclass
-class Problems:
-    """Collects diagnostics so that every error in a file is reported at once."""
-
-    items: list[Diagnostic] = field(default_factory=list)
-
-    def add(self, diagnostic: Diagnostic) -> None:
-        self.items.append(diagnostic)
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise ConfigError(self.items)

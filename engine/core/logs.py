@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -69,8 +69,3 @@ def configure(level: str = "INFO", fmt: str = "text", stream: Any = None) -> Non
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-
-
-def safe_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop values that could carry PHI when a channel has not asked for debug."""
-    return {k: v for k, v in fields.items() if k not in {"body", "content", "raw"}}

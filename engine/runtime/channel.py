@@ -196,10 +196,6 @@ class ChannelRuntime:
 
     # -- SourceContext ---------------------------------------------------------------------
 
-    @property
-    def channel_name(self) -> str:
-        return self.name
-
     async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
         parts = self.pipeline.datatype.split(raw) if raw else []
         if len(parts) > 1:
