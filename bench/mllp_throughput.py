@@ -35,20 +35,14 @@ FLOOR_SERVER = r"""
 import asyncio, sys
 ACK = b"\x0bMSH|^~\\&|J|J|S|S|20260101||ACK|1|P|2.5\rMSA|AA|1\r\x1c\r"
 async def handle(reader, writer):
-    buf = b""
+    # The plainest asyncio MLLP server: one frame, one ACK, no parsing, no storing.
     try:
         while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            buf += data
-            while True:
-                end = buf.find(b"\x1c\r")
-                if end < 0:
-                    break
-                buf = buf[end + 2:]
-                writer.write(ACK)
+            await reader.readuntil(b"\x1c\r")
+            writer.write(ACK)
             await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
     finally:
         writer.close()
 async def main():
