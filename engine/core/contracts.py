@@ -41,6 +41,10 @@ class Document(Protocol):
     def get_all(self, path: str) -> list[str]:
         """Every value at ``path`` (all repetitions / repeats)."""
 
+    def iterate(self, path: str) -> list[Document]:
+        """One sub-document per repeat at ``path`` (HL7 segment occurrences, X12 loops, JSON
+        array items); inside one, paths address that repeat first, then the whole document."""
+
     def to_data(self) -> Any:
         """A JSON-serialisable representation (for the hl7-to-json transform and debugging)."""
 

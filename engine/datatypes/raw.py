@@ -38,6 +38,11 @@ class RawDocument:
         _check(path)
         return [self.text]
 
+    def iterate(self, path: str) -> list[RawDocument]:
+        """Raw content has no repeats: ``$`` is the one item."""
+        _check(path)
+        return [self]
+
     def to_data(self) -> Any:
         """None: raw content has no structure (hl7-to-json refuses it)."""
         return None

@@ -110,6 +110,20 @@ class Hl7Message:
         """One value per segment occurrence (and per repetition with ``[*]``); "" where empty."""
         return self._values(parse_path(path), expand=True)
 
+    def iterate(self, path: str) -> list[Hl7Scope]:
+        """One view per occurrence of a segment (``FT1``): inside a view, paths to that
+        segment without an explicit ``[n]`` read its occurrence; other paths read the message.
+
+        >>> msg = parse(b"MSH|^~\\\\&|A|B|||1||DFT^P03|7|P|2.5\\rFT1|1||X\\rFT1|2||Y")
+        >>> [line.get("FT1-3") for line in msg.iterate("FT1")], msg.iterate("FT1")[1].get("MSH-10")
+        (['X', 'Y'], '7')
+        """
+        p = parse_path(path)
+        if p.field is not None or p.occurrence is not None:
+            raise ValueError(f"iterate takes a segment id such as FT1, not {path!r}")
+        count = len(self._segment_index().get(p.segment, ()))
+        return [Hl7Scope(self, p.segment, n) for n in range(1, count + 1)]
+
     def to_data(self) -> dict[str, Any]:
         """A lossless JSON-friendly structure (see docs/datatypes/hl7v2.md)."""
         segments = []
@@ -235,3 +249,32 @@ class Hl7Message:
         if enc.subcomponent not in text:
             return unescape(text, enc, self.charset)
         return [unescape(s, enc, self.charset) for s in text.split(enc.subcomponent)]
+
+
+class Hl7Scope:
+    """A view of one segment occurrence, as ``Hl7Message.iterate`` returns (Document protocol)."""
+
+    __slots__ = ("message", "occurrence", "segment")
+
+    def __init__(self, message: Hl7Message, segment: str, occurrence: int) -> None:
+        self.message = message
+        self.segment = segment
+        self.occurrence = occurrence
+
+    def _scoped(self, path: str) -> str:
+        text = path.strip()
+        if text[:3] == self.segment and text[3:4] != "[":
+            return f"{self.segment}[{self.occurrence}]{text[3:]}"
+        return text
+
+    def get(self, path: str) -> str | None:
+        return self.message.get(self._scoped(path))
+
+    def get_all(self, path: str) -> list[str]:
+        return self.message.get_all(self._scoped(path))
+
+    def iterate(self, path: str) -> list[Hl7Scope]:
+        return self.message.iterate(path)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"segment": self.segment, "occurrence": self.occurrence, "text": self.get(self.segment)}
