@@ -159,13 +159,15 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
     from engine.core.loader import channel_files, load_channel
 
     project = _project(ctx)
-    targets = channel_files(paths or [project / "channels"])
+    defaults = [d for d in (project / "channels", project / "mappings") if d.is_dir()]
+    targets = channel_files(paths or defaults)
     errors = 0
     for file in targets:
-        if file.parent.name == "mappings" or "mappings" in file.parts:
-            continue  # mapping files get their own validator with the mapping language
         try:
-            load_channel(file)
+            if "mappings" in file.parts:
+                _check_mapping(file)
+            else:
+                load_channel(file)
         except ConfigError as exc:
             for diagnostic in exc.diagnostics:
                 click.echo(str(diagnostic))
@@ -174,6 +176,24 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
         click.echo(f"{errors} error(s) in {len(targets)} file(s)", err=True)
         sys.exit(EXIT_PROBLEMS)
     click.echo(f"ok: {len(targets)} file(s) valid", err=True)
+
+
+def _check_mapping(file: Path) -> None:
+    """Compile a mapping file (raises ConfigError), checking paths with its data type."""
+    import yaml
+
+    from engine.core import registry
+    from engine.mapping import compile_mapping
+
+    check = None
+    try:
+        source = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("source")
+        spec = registry.get("datatype", str(source))
+        datatype = spec.load_factory()(spec.config.model_validate({"type": spec.name}))
+        check = getattr(datatype, "check_path", None)
+    except (yaml.YAMLError, OSError, AttributeError, registry.UnknownPlugin):
+        pass  # compile_mapping reports the problem with its position
+    compile_mapping(file, models=registry.models(), check_path=check)
 
 
 @main.group()

@@ -11,6 +11,8 @@ import difflib
 import importlib
 from importlib.metadata import entry_points
 
+from pydantic import BaseModel
+
 from engine.core.spec import KINDS, Kind, PluginSpec
 
 BUILTIN: dict[Kind, dict[str, str]] = {
@@ -29,6 +31,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     "transform": {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",
         "hl7-to-json": "engine.transforms.basic:HL7_TO_JSON",
+        "mapping": "engine.mapping.transform:MAPPING_TRANSFORM",
     },
     "store": {
         "sqlite": "engine.store.sqlite:SQLITE_STORE",
@@ -79,3 +82,18 @@ def get(kind: Kind, name: str) -> PluginSpec:
 
 def all_specs() -> list[PluginSpec]:
     return [get(kind, name) for kind in KINDS for name in names(kind)]
+
+
+# Target models of mappings, by name (``SupplyUsage``): a dict attribute of a module,
+# imported on first use so that core stays free of the canonical package.
+MODEL_TABLES: tuple[str, ...] = ("engine.canonical:MODELS",)
+
+
+def models() -> dict[str, type[BaseModel]]:
+    """Every registered target model by class name (the canonical objects and entry points)."""
+    found: dict[str, type[BaseModel]] = {}
+    targets = list(MODEL_TABLES) + [ep.value for ep in entry_points(group="junction.models")]
+    for target in targets:
+        module_name, _, attr = target.partition(":")
+        found.update(getattr(importlib.import_module(module_name), attr))
+    return found

@@ -57,7 +57,7 @@ class ChannelRuntime:
         self.debug = channel.debug
         self.log: BoundLogger = bind(log, channel=channel.name)
         self.state = "stopped"
-        self.pipeline = Pipeline(channel)
+        self.pipeline = Pipeline(channel, base_dir)
         self.ack_mode: str = getattr(channel.source, "ack_mode", "on_receipt")
         self.destinations: dict[str, Destination] = {}
         self.workers: dict[str, list[DestinationWorker]] = {}

@@ -10,6 +10,7 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.core import registry
 from engine.core.channel import ChannelDef, DestinationConfig, TransformConfig
@@ -26,14 +27,14 @@ def build_datatype(config: object) -> DataType:
     return factory(config)
 
 
-def build_transform(config: TransformConfig | None, datatype: DataType) -> Transform:
+def build_transform(config: TransformConfig | None, datatype: DataType, base_dir: Path) -> Transform:
     if config is None:
         spec = registry.get("transform", "passthrough")
         config = spec.config.model_validate({"type": "passthrough"})  # type: ignore[assignment]
     else:
         spec = registry.get("transform", config.type)
-    factory: Callable[[object, DataType], Transform] = spec.load_factory()
-    return factory(config, datatype)
+    factory: Callable[..., Transform] = spec.load_factory()
+    return factory(config, datatype, base_dir=base_dir)
 
 
 @dataclass
@@ -51,13 +52,17 @@ class Route:
 
 
 class Pipeline:
-    def __init__(self, channel: ChannelDef) -> None:
+    def __init__(self, channel: ChannelDef, base_dir: Path) -> None:
         self.channel = channel
         self.datatype = build_datatype(channel.pipeline.datatype)
-        self.transform = build_transform(channel.pipeline.transform, self.datatype)
+        self.transform = build_transform(channel.pipeline.transform, self.datatype, base_dir)
         self.accept = compile_filter(channel.pipeline.filter)
         self.routes = [
-            Route(d, compile_filter(d.filter), build_transform(d.transform, self.datatype) if d.transform else None)
+            Route(
+                d,
+                compile_filter(d.filter),
+                build_transform(d.transform, self.datatype, base_dir) if d.transform else None,
+            )
             for d in channel.destinations
         ]
         self.slow = bool(getattr(self.datatype, "validates", False))

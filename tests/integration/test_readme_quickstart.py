@@ -55,6 +55,7 @@ def test_first_command_runs_the_sample_channels_from_a_clean_clone(tmp_path: Pat
         "VIRTUAL_ENV": str(venv),
         "JUNCTION_API_LISTEN": f"127.0.0.1:{free_port()}",
         "EHR_ADT_LISTEN": f"127.0.0.1:{free_port()}",
+        "OR_USAGE_LISTEN": f"127.0.0.1:{free_port()}",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
     env.pop("JUNCTION_API_TOKEN", None)

@@ -18,7 +18,7 @@ from engine.datatypes.hl7v2.ack import ack_code, build_ack
 from engine.datatypes.hl7v2.batch import split
 from engine.datatypes.hl7v2.header import header
 from engine.datatypes.hl7v2.message import Hl7Message, parse
-from engine.datatypes.hl7v2.paths import SYNTAX
+from engine.datatypes.hl7v2.paths import SYNTAX, parse_path
 
 __all__ = ["HL7V2", "Hl7Message", "Hl7v2", "Hl7v2Config", "ack_code"]
 
@@ -97,6 +97,10 @@ class Hl7v2:
         from engine.datatypes.hl7v2.validation import validate_strict
 
         return validate_strict(raw, self._charset)
+
+    def check_path(self, path: str) -> object:
+        """Raise ValueError when ``path`` is not a valid HL7 v2 path (mappings check at load)."""
+        return parse_path(path)
 
     def respond(self, raw: bytes, outcome: Outcome) -> bytes | None:
         """The accept ACK for ``raw`` (AA/AE/AR with MSA and, for errors, ERR), or None when
