@@ -181,7 +181,11 @@ class MessageStore(Protocol):
         """Messages of a channel still RECEIVED (accepted but not yet processed), oldest first."""
 
     async def begin_reprocess(self, message_id: str) -> InboundMessage | None:
-        """Start a new run of a stored message from its raw content (status back to RECEIVED)."""
+        """Start a new run of a stored message from its raw content (status back to RECEIVED).
+
+        Destination rows of earlier runs still QUEUED become ERROR ("superseded"), so a
+        reprocessed message is not delivered twice from two runs.
+        """
 
     async def search(self, query: MessageQuery) -> list[MessageSummary]:
         """Find messages, newest first."""

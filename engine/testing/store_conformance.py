@@ -637,3 +637,24 @@ class StoreConformance:
             assert [bool(d and d.contents) for d in details] == [False, True, True]
 
         run(scenario())
+
+    def test_reprocess_supersedes_deliveries_still_waiting(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            now = time.time()
+            async with store_factory() as store:
+                (msg,) = await queued(store, 1)
+                again = await store.begin_reprocess(msg.id)
+                assert again is not None
+                await transform(store, again, route(), run_no=2)
+                entries = await claim(store, now=now)
+                detail = await store.get(msg.id)
+                counters = await store.counters(CHANNEL)
+            assert [(e.message_id, e.run) for e in entries] == [(msg.id, 2)]
+            assert detail is not None
+            old = [d for d in detail.destinations if d.run == 1]
+            assert [d.status for d in old] == [Status.ERROR]
+            assert "superseded" in old[0].last_error
+            assert counters[f"dest:{DEST}:QUEUED"] == 1
+            assert counters.get(f"dest:{DEST}:ERROR", 0) == 0  # counters follow the latest run
+
+        run(scenario())

@@ -42,6 +42,8 @@ INSERT_ATTEMPT = """INSERT INTO attempts
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 RELEASE = """UPDATE queue SET lease_owner = NULL, lease_until = NULL
     WHERE message_seq = (SELECT seq FROM messages WHERE id = ?) AND run = ? AND destination = ? AND status = 'QUEUED'"""
+SUPERSEDE = """UPDATE queue SET status = 'ERROR', last_error = ?, lease_owner = NULL, lease_until = NULL,
+        updated_at = ? WHERE message_seq = ? AND run < ? AND status = 'QUEUED'"""
 RAW = "SELECT content FROM contents WHERE message_seq = ? AND run = 0 AND stage = 'raw'"
 
 
@@ -196,10 +198,13 @@ def begin_reprocess(conn: sqlite3.Connection, message_id: str) -> InboundMessage
     raw = conn.execute(RAW, (seq,)).fetchone()
     if raw is None:
         raise ValueError("the raw content of this message was pruned; it cannot be reprocessed")
+    now = time.time()
     conn.execute(
         "UPDATE messages SET run = ?, status = ?, error = '', updated_at = ? WHERE seq = ?",
-        (run + 1, str(Status.RECEIVED), time.time(), seq),
+        (run + 1, str(Status.RECEIVED), now, seq),
     )
+    # Deliveries of earlier runs still waiting are superseded: the new run replaces them.
+    conn.execute(SUPERSEDE, (f"superseded by run {run + 1} (reprocessed)", now, seq, run + 1))
     return InboundMessage(
         channel=channel,
         raw=raw[0],
