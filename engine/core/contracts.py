@@ -74,8 +74,8 @@ class DataType(Protocol):
 class Transform(Protocol):
     """Turns a parsed document into the content sent to destinations."""
 
-    def apply(self, raw: bytes, doc: Document) -> tuple[bytes, str]:
-        """Return (content, content_type)."""
+    def apply(self, raw: bytes, doc: Document) -> tuple[bytes | None, str]:
+        """Return (content, content_type); content None means nothing to send (FILTERED)."""
 
 
 @dataclass

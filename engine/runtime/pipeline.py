@@ -113,6 +113,8 @@ class Pipeline:
         if not self.accept(doc):
             return ProcessResult(msg.id, msg.run, Status.FILTERED, stages=stages)
         content, content_type = self.transform.apply(msg.raw, doc)
+        if content is None:  # the channel transform produced nothing: nothing to route
+            return ProcessResult(msg.id, msg.run, Status.FILTERED, stages=stages)
         if mode in (StorageMode.DEVELOPMENT, StorageMode.PRODUCTION):
             stages["transformed"] = content
         routes = []
@@ -121,6 +123,9 @@ class Pipeline:
                 routes.append(DestinationRoute(route.config.name, status=Status.FILTERED))
                 continue
             body, body_type = route.transform.apply(msg.raw, doc) if route.transform else (content, content_type)
+            if body is None:  # the destination's transform produced nothing to send
+                routes.append(DestinationRoute(route.config.name, status=Status.FILTERED))
+                continue
             routes.append(
                 DestinationRoute(route.config.name, route.partition(msg, doc), Status.QUEUED, body, body_type)
             )
