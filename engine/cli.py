@@ -41,10 +41,14 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.token = token
 
-    def call(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+    def call(
+        self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None, raw: bytes | None = None
+    ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         url = self.base_url + path + (("?" + urllib.parse.urlencode(query)) if query else "")
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+        if data is None and method in ("POST", "PUT"):
+            data = b""
         if not url.startswith(("http://", "https://")):
             _fail(f"the admin API URL must be http(s): {self.base_url}", 2)
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
@@ -503,6 +507,69 @@ def message_reprocess(
     for r in results:
         click.echo(f"{r['id']}: run {r['run']} {'queued' if r['queued'] else 'stored (channel not deployed)'}")
     click.echo(f"{len(results)} message(s) reprocessed", err=True)
+
+
+# -- reference tables ----------------------------------------------------------------------
+
+
+@main.group()
+def table() -> None:
+    """Reference tables used by mappings (item master, locations, charge master)."""
+
+
+@table.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def table_list(ctx: click.Context, as_json: bool) -> None:
+    """Every table: version in use, rows, and when it was last loaded."""
+    items = _client(ctx).call("GET", "/api/tables")
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    rows = [
+        [
+            t["name"],
+            t.get("version") or "-",
+            str(t.get("rows") if t.get("rows") is not None else "-"),
+            _when((t.get("recorded") or {}).get("at")),
+        ]
+        for t in items
+    ]
+    _table(rows, ["TABLE", "VERSION", "ROWS", "LOADED"])
+
+
+@table.command("show")
+@click.argument("name")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def table_show(ctx: click.Context, name: str, limit: int, as_json: bool) -> None:
+    """The rows of one table."""
+    data = _client(ctx).call("GET", f"/api/tables/{name}", {"limit": limit})
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{data['name']} version {data['version']}: {data['total_rows']} row(s)")
+    _table([[row.get(c, "") for c in data["columns"]] for row in data["rows"]], [c.upper() for c in data["columns"]])
+
+
+@table.command("load")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def table_load(ctx: click.Context, name: str, file: str) -> None:
+    """Replace table NAME with a CSV FILE and reload it in every channel, without a restart."""
+    result = _client(ctx).call("PUT", f"/api/tables/{name}", raw=Path(file).read_bytes())
+    where = "in use" if result["in_use"] else "stored (no deployed mapping uses it yet)"
+    click.echo(f"{result['name']}: version {result['version']} {where}")
+
+
+@table.command("reload")
+@click.pass_context
+def table_reload(ctx: click.Context) -> None:
+    """Re-read every table from mappings/tables/ (after a git pull)."""
+    for name, version in sorted(_client(ctx).call("POST", "/api/tables/_reload").items()):
+        click.echo(f"{name}: version {version}")
 
 
 # -- send ----------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class AdminApi:
     def __init__(self, engine: Engine, token: str) -> None:
         self.engine = engine
         self.token = token
-        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1 << 20)
+        self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=64 << 20)
         r = self.app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self.metrics)
@@ -101,6 +101,10 @@ class AdminApi:
         r.add_post("/api/channels/{name}/{action}", self.channel_action)
         r.add_get("/api/messages", self.messages)
         r.add_post("/api/messages/_reprocess", self.reprocess_matching)
+        r.add_get("/api/tables", self.tables)
+        r.add_post("/api/tables/_reload", self.reload_tables)
+        r.add_get("/api/tables/{name}", self.table)
+        r.add_put("/api/tables/{name}", self.load_table)
         r.add_get("/api/messages/{id}", self.message)
         r.add_post("/api/messages/{id}/reprocess", self.reprocess)
 
@@ -130,7 +134,7 @@ class AdminApi:
         except ChannelNotFound as exc:
             return problem(404, "Not found", str(exc))
         except ConfigError as exc:
-            return problem(422, "Invalid channel file", "see errors", errors=[str(d) for d in exc.diagnostics])
+            return problem(422, "Invalid configuration", "see errors", errors=[str(d) for d in exc.diagnostics])
         except JunctionError as exc:
             return problem(400, "Bad request", str(exc))
         except OSError as exc:
@@ -223,6 +227,22 @@ class AdminApi:
             raise JunctionError("give at least a channel, a status or a control id to reprocess by filter")
         audit.info("Admin action.", extra={"action": "reprocess-matching", "peer": request.remote})
         return web.json_response(await self.engine.reprocess_matching(query))
+
+    async def tables(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.engine.tables())
+
+    async def table(self, request: web.Request) -> web.Response:
+        limit = int(request.query.get("limit", "100"))
+        return web.json_response(await self.engine.table(request.match_info["name"], max(1, min(limit, 100_000))))
+
+    async def load_table(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        audit.info("Admin action.", extra={"action": "table-load", "table": name, "peer": request.remote})
+        return web.json_response(await self.engine.load_table(name, await request.read()))
+
+    async def reload_tables(self, request: web.Request) -> web.Response:
+        audit.info("Admin action.", extra={"action": "table-reload", "peer": request.remote})
+        return web.json_response(await self.engine.reload_tables())
 
     async def metrics(self, request: web.Request) -> web.Response:
         lines = [

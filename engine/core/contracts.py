@@ -141,3 +141,21 @@ class Destination(Protocol):
     async def close(self) -> None: ...
 
     async def send(self, item: Outbound) -> SendResult: ...
+
+
+class ReferenceTables(Protocol):
+    """Reference tables a transform shares through the engine (``shared["tables:<dir>"]``).
+
+    The engine reloads them without a restart and records their versions in the store.
+    """
+
+    directory: Path
+
+    def reload(self) -> dict[str, str]:
+        """Re-read every table of ``directory`` at once; raise ``ConfigError`` and keep the
+        tables in use when a file is invalid. Returns the version (content hash) per table."""
+
+    def versions(self) -> dict[str, str]: ...
+
+    def rows(self, name: str) -> tuple[list[str], list[dict[str, str]]]:
+        """The columns and rows of one table (``LookupError`` when unknown)."""

@@ -196,6 +196,12 @@ class MessageStore(Protocol):
     async def counters(self, channel: str) -> dict[str, int]:
         """Message counts by status for a channel, plus destination counts as ``dest:NAME:STATUS``."""
 
+    async def put_value(self, key: str, value: str) -> None:
+        """Store a small named value (control numbers, reference-table versions)."""
+
+    async def get_values(self, prefix: str) -> dict[str, str]:
+        """Every stored value whose key starts with ``prefix``."""
+
     async def prune_content(self, message_id: str, *, only_if_finished: bool = False) -> bool:
         """Drop stored content of a message (storage mode ``metadata``); True if dropped.
 

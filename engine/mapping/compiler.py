@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from engine.core.channel import FilterRule
 from engine.core.errors import ConfigError, Diagnostic
 from engine.core.loader import Loc, YamlDoc, load_yaml, pydantic_diagnostics
-from engine.mapping.runner import CompiledMapping, RulePlan, as_text, get_path
-from engine.mapping.steps import Options, build_object, compile_condition, first_field, parse_key, source_leaf
-from engine.mapping.syntax import MappingFile, Rule, import_python
+from engine.mapping.runner import CompiledMapping, RulePlan
+from engine.mapping.steps import Options, build_object, compile_condition, first_field, parse_key, produced_leaf
+from engine.mapping.syntax import FieldSpec, MappingFile, Rule, import_python
 
 PathCheck = Callable[[str], object]
 PREFIX = "canonical."
@@ -80,17 +81,50 @@ def _compile(
     target = mapping.target.removeprefix(PREFIX)
     options = Options(target=target, date_format="hl7" if mapping.source == "hl7v2" else "iso")
     names = _target_names(model, mapping.fields)
+    gate, when, plan = None, None, build_object(mapping.fields, options)
+    if mapping.when is not None:
+        first, rest = _split_gate(mapping.fields, mapping.when, names)
+        gate = build_object(first, options)
+        plan = build_object(rest, options, earlier=frozenset(_top(k) for k in first))
+        when = compile_condition(mapping.when, produced_leaf(names))
     return CompiledMapping(
         name=doc.file,
         source=mapping.source,
         target=target,
         model=model,
         for_each=mapping.for_each,
-        plan=build_object(mapping.fields, options),
+        plan=plan,
         rules=[_rule(rule, names) for rule in mapping.rules],
         hook=import_python(mapping.python) if mapping.python else None,
         description=mapping.description,
+        gate=gate,
+        when=when,
     )
+
+
+def _split_gate(
+    fields: Mapping[str, FieldSpec], when: FilterRule, names: frozenset[str]
+) -> tuple[dict[str, FieldSpec], dict[str, FieldSpec]]:
+    """Fields up to the last one the top-level ``when`` reads, and the rest.
+
+    Computing that prefix first decides whether the object is wanted before the other fields
+    (whose required values or conversions could fail on an unwanted repeat) are read; a
+    prefix, because a field's own ``when`` may test any earlier field.
+    """
+    wanted = {_top(f) for f in _condition_fields(when) if is_target_field(f, names)}
+    order = list(fields)
+    last = max((i for i, name in enumerate(order) if _top(name) in wanted), default=-1)
+    return {k: fields[k] for k in order[: last + 1]}, {k: fields[k] for k in order[last + 1 :]}
+
+
+def _top(field: str) -> str:
+    """The top-level target field a field key starts with (``item`` of ``item.identifiers[0].value``)."""
+    return field.split(".")[0].split("[")[0]
+
+
+def _condition_fields(rule: FilterRule) -> list[str]:
+    children = [*(rule.all or ()), *(rule.any or ()), *([rule.not_] if rule.not_ else [])]
+    return [*([rule.field] if rule.field else []), *(f for child in children for f in _condition_fields(child))]
 
 
 def _validate(doc: YamlDoc) -> MappingFile | None:
@@ -195,14 +229,7 @@ def is_target_field(field: str, names: frozenset[str]) -> bool:
 
 
 def _rule(rule: Rule, names: frozenset[str]) -> RulePlan:
-    def leaf(field: str) -> Callable[[Any], str | None]:
-        if is_target_field(field, names):
-            key = parse_key(field)
-            assert key is not None
-            return lambda subject: as_text(get_path(subject[1], key))
-        get = source_leaf(field)
-        return lambda subject: get(subject[0])
-
+    leaf = produced_leaf(names)
     when = compile_condition(rule.when, leaf) if rule.when is not None else None
     return RulePlan(
         rule.name, rule.message, rule.severity, first_field(rule.check), when, compile_condition(rule.check, leaf)
@@ -241,10 +268,11 @@ class Checker:
         if isinstance(fields, dict):
             self.names = _target_names(model, fields)
             self._fields(fields, ("fields",), model, top=True, hooked=isinstance(data.get("python"), str))
+        self._condition(data.get("when"), ("when",), self.names)
         for i, rule in enumerate(data.get("rules") or []):
             if isinstance(rule, dict):
-                self._condition(rule.get("when"), ("rules", i, "when"), rules=True)
-                self._condition(rule.get("check"), ("rules", i, "check"), rules=True)
+                self._condition(rule.get("when"), ("rules", i, "when"), self.names)
+                self._condition(rule.get("check"), ("rules", i, "check"), self.names)
         return model
 
     def _source(self, source: Any) -> None:
@@ -281,11 +309,12 @@ class Checker:
                 message = "expected a target field name such as quantity, item.number or identifiers[0].value"
                 self.doc.error(here, message, key=True)
                 continue
-            covered.add(str(key[0]))
             scratch = top and name.startswith("_")
             if model is not None and not scratch:
                 self._field_name(model, key, here)
-            self._spec(spec, here, None if scratch else sub_model(model, key) if model else None)
+            # covered so far: the earlier fields a field's when may test instead of a source path
+            self._spec(spec, here, None if scratch else sub_model(model, key) if model else None, frozenset(covered))
+            covered.add(str(key[0]))
         if model is not None and not hooked:
             self._coverage(model, covered, loc)
 
@@ -314,7 +343,7 @@ class Checker:
             message = f"required fields of {model.__name__} are not mapped: {', '.join(missing)}"
             self.doc.error(loc, message, key=True)
 
-    def _spec(self, spec: Any, loc: Loc, model: type[BaseModel] | None) -> None:
+    def _spec(self, spec: Any, loc: Loc, model: type[BaseModel] | None, earlier: frozenset[str]) -> None:
         if isinstance(spec, str):
             self._path(spec, loc)
             return
@@ -327,7 +356,7 @@ class Checker:
                 part if isinstance(part, str) else part.get("from") if isinstance(part, dict) else None,
                 (*loc, "concat", i),
             )
-        self._condition(spec.get("when"), (*loc, "when"), rules=False)
+        self._condition(spec.get("when"), (*loc, "when"), earlier)
         self._lookup(spec.get("lookup"), (*loc, "lookup"))
         uom = spec.get("uom")
         if isinstance(uom, dict):
@@ -350,13 +379,14 @@ class Checker:
         hint = f'did you mean "{close[0]}"?' if close else "declare it under tables"
         self.doc.error(loc, f'unknown table "{name}"', hint)
 
-    def _condition(self, rule: Any, loc: Loc, *, rules: bool) -> None:
+    def _condition(self, rule: Any, loc: Loc, names: frozenset[str]) -> None:
+        """Check the source paths of a condition; fields whose first part is in ``names`` are produced values."""
         if not isinstance(rule, dict):
             return
         field = rule.get("field")
-        if isinstance(field, str) and not (rules and is_target_field(field, self.names)):
+        if isinstance(field, str) and not is_target_field(field, names):
             self._path(field, (*loc, "field"))
         for combinator in ("all", "any"):
             for i, child in enumerate(rule.get(combinator) or []):
-                self._condition(child, (*loc, combinator, i), rules=rules)
-        self._condition(rule.get("not"), (*loc, "not"), rules=rules)
+                self._condition(child, (*loc, combinator, i), names)
+        self._condition(rule.get("not"), (*loc, "not"), names)

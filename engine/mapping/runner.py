@@ -60,7 +60,7 @@ class RuleErrors(MappingError):
 
 @dataclass(frozen=True, slots=True)
 class FieldPlan:
-    """One target field: an optional source condition, a reader and where to put the value."""
+    """One target field: an optional condition over ``(doc, data so far)``, a reader and where to put the value."""
 
     name: str
     key: Key
@@ -76,13 +76,15 @@ class ObjectPlan:
     fields: tuple[FieldPlan, ...]
     memo: bool = False  # some path is read by several fields: remember its value per object
 
-    def build(self, doc: Document, run: Run) -> dict[str, Any]:
+    def build(self, doc: Document, run: Run, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The object's data; into ``data`` when given (the rest of an object begun by another plan)."""
         outer = run.memo
         if self.memo:
             run.memo = {}
-        data: dict[str, Any] = {}
+        if data is None:
+            data = {}
         for plan in self.fields:
-            if plan.when is not None and not plan.when(doc):
+            if plan.when is not None and not plan.when((doc, data)):
                 continue
             value = plan.read(doc, run)
             if value is not None:
@@ -149,10 +151,12 @@ class RulePlan:
 
 @dataclass
 class MappingResult:
-    """What a run produced: validated target objects and the warnings of ``warn`` rules."""
+    """What a run produced: validated target objects, the warnings of ``warn`` rules and how many
+    repeats (or the message) the mapping's ``when`` skipped."""
 
     objects: list[BaseModel]
     warnings: list[str] = field(default_factory=list)
+    skipped: int = 0  # messages or repeats the mapping's top-level when left out
 
 
 def apply_rules(rules: Sequence[RulePlan], doc: Document, data: dict[str, Any], run: Run) -> None:
@@ -205,6 +209,8 @@ class CompiledMapping:
         rules: Sequence[RulePlan],
         hook: Callable[[Document, dict[str, Any]], Any] | None,
         description: str = "",
+        gate: ObjectPlan | None = None,
+        when: Predicate | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -215,6 +221,8 @@ class CompiledMapping:
         self._plan = plan
         self._rules = tuple(rules)
         self._hook = hook
+        self._gate = gate  # the fields the top-level when reads (and those before them), built first
+        self._when = when
 
     def __repr__(self) -> str:
         return f"CompiledMapping({self.name!r}, source={self.source!r}, target={self.target!r})"
@@ -227,15 +235,28 @@ class CompiledMapping:
         """
         run = Run(tables if tables is not None else Tables(), self.target)
         if self.for_each is None:
-            return MappingResult([self._one(doc, run)], run.warnings)
+            one = self._one(doc, run)
+            return MappingResult([] if one is None else [one], run.warnings, skipped=int(one is None))
         objects = []
+        skipped = 0
         for number, item in enumerate(doc.iterate(self.for_each), 1):
             run.label = f"{self.for_each} repeat {number}: "
-            objects.append(self._one(item, run))
-        return MappingResult(objects, run.warnings)
+            obj = self._one(item, run)
+            if obj is None:
+                skipped += 1
+            else:
+                objects.append(obj)
+        return MappingResult(objects, run.warnings, skipped=skipped)
 
-    def _one(self, doc: Document, run: Run) -> BaseModel:
-        data = self._plan.build(doc, run)
+    def _one(self, doc: Document, run: Run) -> BaseModel | None:
+        """One object, or None when the mapping's ``when`` does not hold for this message or repeat."""
+        if self._gate is not None and self._when is not None:
+            data = self._gate.build(doc, run)
+            if not self._when((doc, data)):
+                return None  # skipped before rules and validation: not an error, just not wanted
+            self._plan.build(doc, run, data)
+        else:
+            data = self._plan.build(doc, run)
         if self._hook is not None:
             data = self._hook(doc, data)
             if not isinstance(data, dict):

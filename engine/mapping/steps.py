@@ -17,7 +17,17 @@ from engine.core.channel import FilterRule
 from engine.core.contracts import Document
 from engine.core.errors import MappingError
 from engine.mapping.functions import CONVERTERS, temporal, to_decimal, to_int
-from engine.mapping.runner import FieldContext, FieldPlan, Key, ObjectPlan, Predicate, Reader, Run
+from engine.mapping.runner import (
+    FieldContext,
+    FieldPlan,
+    Key,
+    ObjectPlan,
+    Predicate,
+    Reader,
+    Run,
+    as_text,
+    get_path,
+)
 from engine.mapping.syntax import FieldSpec, Lookup, Part, Uom, import_python
 
 Step = Callable[[Any, Document, Run], Any]
@@ -301,16 +311,37 @@ def _all_reader(path: str, apply: Callable[[Any, Document, Run], Any]) -> Reader
 # --- objects -------------------------------------------------------------------------------
 
 
-def build_object(fields: Mapping[str, FieldSpec], options: Options) -> ObjectPlan:
-    """The plan of one object (top level, nested ``fields`` or one ``for_each`` item)."""
+def build_object(
+    fields: Mapping[str, FieldSpec], options: Options, earlier: frozenset[str] = frozenset()
+) -> ObjectPlan:
+    """The plan of one object (top level, nested ``fields`` or one ``for_each`` item).
+
+    ``earlier`` names fields of the same object computed before these (by another plan
+    filling the same dict), which a field's ``when`` may test like its own earlier fields.
+    """
     froms = [spec.from_ for spec in fields.values() if spec.from_ is not None and not spec.all]
     shared = frozenset(path for path in froms if froms.count(path) > 1)
     options = replace(options, shared=shared)
     plans = []
+    seen = set(earlier)
     for name, spec in fields.items():
         key = parse_key(name)
         assert key is not None, name  # the compiler reported malformed keys already
-        when = compile_condition(spec.when, source_leaf) if spec.when is not None else None
+        when = compile_condition(spec.when, produced_leaf(frozenset(seen))) if spec.when is not None else None
         flat = name if len(key) == 1 else None
         plans.append(FieldPlan(name, key, when, build_reader(name, spec, options), flat))
+        seen.add(str(key[0]))
     return ObjectPlan(tuple(plans), memo=bool(shared))
+
+
+def produced_leaf(names: frozenset[str]) -> Callable[[str], Callable[[Any], str | None]]:
+    """Condition leaves over ``(doc, data)``: a field whose first part is in ``names`` reads the
+    produced data (as JSON would show it), any other field is a source path."""
+
+    def leaf(field: str) -> Callable[[Any], str | None]:
+        key = parse_key(field)
+        if key is not None and key[0] in names:
+            return lambda subject: as_text(get_path(subject[1], key))
+        return lambda subject: subject[0].get(field)
+
+    return leaf

@@ -136,7 +136,9 @@ class FieldSpec(Strict):
     all: bool = Field(False, description="Read every value at the path (get_all) and produce a list.")
     fields: dict[str, FieldRule] | None = Field(None, description="A nested object, or one per repeat with for_each.")
     for_each: str | None = Field(None, description="Repeat path (e.g. PO1): produce a list, one item per repeat.")
-    when: FilterRule | None = Field(None, description="Map the field only when this condition on the source holds.")
+    when: FilterRule | None = Field(
+        None, description="Map the field only when this holds (on the source, or on an earlier field of the object)."
+    )
     trim: bool = Field(False, description="Strip surrounding whitespace.")
     regex: str | None = Field(None, description="Keep group 1 (or the whole match) of the first match.")
     upper: bool = Field(False, description="Convert to upper case.")
@@ -224,6 +226,11 @@ class MappingFile(Strict):
     target: str = Field(description="Target model name, e.g. SupplyUsage (a canonical. prefix is allowed).")
     description: str = Field("", description="What the mapping is for.")
     for_each: str | None = Field(None, description="Repeat path (e.g. FT1): one target object per repeat.")
+    when: FilterRule | None = Field(
+        None,
+        description="Produce an object (per repeat with for_each) only when this holds; fields named in it "
+        "are target or scratch fields, computed first, otherwise source paths.",
+    )
     tables: list[str] | None = Field(None, description="Reference tables the lookups use; checked when given.")
     fields: dict[str, FieldRule] = Field(description="Target field -> source path or long-form rule.")
     rules: list[Rule] = Field(default_factory=list, description="Validation rules run on each produced object.")

@@ -48,7 +48,9 @@ class Stats:
 class ChannelRuntime:
     """Runs one channel. Built by the engine at deploy; ``start``/``stop``/``pause``/``resume``."""
 
-    def __init__(self, channel: ChannelDef, store: MessageStore, base_dir: Path, owner: str) -> None:
+    def __init__(
+        self, channel: ChannelDef, store: MessageStore, base_dir: Path, owner: str, shared: dict[str, Any] | None = None
+    ) -> None:
         self.channel = channel
         self.name = channel.name
         self.store = store
@@ -57,7 +59,7 @@ class ChannelRuntime:
         self.debug = channel.debug
         self.log: BoundLogger = bind(log, channel=channel.name)
         self.state = "stopped"
-        self.pipeline = Pipeline(channel, base_dir)
+        self.pipeline = Pipeline(channel, base_dir, shared)
         self.ack_mode: str = getattr(channel.source, "ack_mode", "on_receipt")
         self.destinations: dict[str, Destination] = {}
         self.workers: dict[str, list[DestinationWorker]] = {}

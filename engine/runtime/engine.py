@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 from engine.core import registry
+from engine.core.contracts import ReferenceTables
 from engine.core.errors import ConfigError, Diagnostic, JunctionError
 from engine.core.loader import channel_files, load_channel
 from engine.core.logs import bind
@@ -35,6 +41,9 @@ class Engine:
         self.channels: dict[str, ChannelRuntime] = {}
         self.load_problems: list[Diagnostic] = []
         self._lock = asyncio.Lock()
+        # Resources plug-ins share across channels (reference tables), keyed by the plug-in.
+        self.shared: dict[str, Any] = {}
+        self.tables_dir = self.base_dir / "mappings" / "tables"
 
     def _build_store(self) -> MessageStore:
         data = dict(self.settings.store)
@@ -86,7 +95,7 @@ class Engine:
         target = state or (previous.state if previous else channel.initial_state)
         if previous is not None:
             await self._undeploy(name)
-        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner)
+        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner, self.shared)
         await runtime.open()
         self.channels[name] = runtime
         try:
@@ -189,6 +198,86 @@ class Engine:
         found = await self.store.search(query)
         return [await self.reprocess(m.id) for m in found]
 
+    # -- reference tables ------------------------------------------------------------------------
+
+    def _table_sets(self, directory: Path | None = None) -> list[ReferenceTables]:
+        sets = [v for k, v in self.shared.items() if k.startswith("tables:")]
+        return [t for t in sets if directory is None or Path(t.directory).resolve() == directory.resolve()]
+
+    async def tables(self) -> list[dict[str, Any]]:
+        """Every reference table: version in use, rows, and the history recorded in the store."""
+        recorded = await self.store.get_values("table:")
+        found: dict[str, dict[str, Any]] = {}
+        for table_set in self._table_sets():
+            for name, version in table_set.versions().items():
+                columns, rows = table_set.rows(name)
+                found[name] = {
+                    "name": name,
+                    "version": version,
+                    "rows": len(rows),
+                    "columns": columns,
+                    "directory": str(table_set.directory),
+                }
+        for key, value in recorded.items():
+            name = key.split(":", 1)[1]
+            entry = found.setdefault(name, {"name": name, "version": None, "rows": None, "columns": []})
+            entry["recorded"] = json.loads(value)
+        return [found[name] for name in sorted(found)]
+
+    async def table(self, name: str, limit: int = 100) -> dict[str, Any]:
+        for table_set in self._table_sets():
+            try:
+                columns, rows = table_set.rows(name)
+            except LookupError:
+                continue
+            return {
+                "name": name,
+                "version": table_set.versions().get(name),
+                "columns": columns,
+                "rows": rows[:limit],
+                "total_rows": len(rows),
+            }
+        raise JunctionError(f"no loaded reference table {name!r} (no deployed mapping uses it)")
+
+    async def reload_tables(self) -> dict[str, str]:
+        """Re-read every reference table folder in use; all or nothing per folder."""
+        versions: dict[str, str] = {}
+        for table_set in self._table_sets():
+            versions.update(await asyncio.to_thread(table_set.reload))
+        await self._record_versions(versions, "reload")
+        return versions
+
+    async def load_table(self, name: str, data: bytes) -> dict[str, Any]:
+        """Replace ``mappings/tables/NAME.csv`` and reload; an invalid file changes nothing."""
+        if not _TABLE_NAME.fullmatch(name):
+            raise JunctionError("a table name is lower-case letters, digits and underscores")
+        self.tables_dir.mkdir(parents=True, exist_ok=True)
+        target = self.tables_dir / f"{name}.csv"
+        previous = target.read_bytes() if target.exists() else None
+        await asyncio.to_thread(_replace_file, target, data)
+        users = self._table_sets(self.tables_dir)
+        try:
+            versions: dict[str, str] = {}
+            for table_set in users:
+                versions.update(await asyncio.to_thread(table_set.reload))
+        except ConfigError:
+            if previous is None:
+                target.unlink(missing_ok=True)
+            else:
+                await asyncio.to_thread(_replace_file, target, previous)
+            raise
+        version = versions.get(name) or hashlib.sha256(data).hexdigest()[:16]
+        await self._record_versions({name: version}, "load")
+        log.info("Reference table loaded.", extra={"table": name, "version": version, "channels": len(users)})
+        return {"name": name, "version": version, "in_use": bool(users)}
+
+    async def _record_versions(self, versions: dict[str, str], how: str) -> None:
+        now = time.time()
+        for name, version in versions.items():
+            record = json.dumps({"version": version, "at": now, "how": how})
+            await self.store.put_value(f"table:{name}", record)
+            await self.store.put_value(f"table-history:{name}:{now:.3f}", record)
+
 
 def parse_status(value: str | None) -> Status | None:
     if not value:
@@ -197,3 +286,15 @@ def parse_status(value: str | None) -> Status | None:
         return Status(value.upper())
     except ValueError:
         raise JunctionError(f"unknown status {value!r}; expected one of {', '.join(s.value for s in Status)}") from None
+
+
+_TABLE_NAME = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    temp = target.with_name(target.name + ".tmp")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, target)

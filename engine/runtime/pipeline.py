@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.core import registry
 from engine.core.channel import ChannelDef, DestinationConfig, TransformConfig
@@ -27,14 +28,16 @@ def build_datatype(config: object) -> DataType:
     return factory(config)
 
 
-def build_transform(config: TransformConfig | None, datatype: DataType, base_dir: Path) -> Transform:
+def build_transform(
+    config: TransformConfig | None, datatype: DataType, base_dir: Path, shared: dict[str, Any]
+) -> Transform:
     if config is None:
         spec = registry.get("transform", "passthrough")
         config = spec.config.model_validate({"type": "passthrough"})  # type: ignore[assignment]
     else:
         spec = registry.get("transform", config.type)
     factory: Callable[..., Transform] = spec.load_factory()
-    return factory(config, datatype, base_dir=base_dir)
+    return factory(config, datatype, base_dir=base_dir, shared=shared)
 
 
 @dataclass
@@ -52,16 +55,17 @@ class Route:
 
 
 class Pipeline:
-    def __init__(self, channel: ChannelDef, base_dir: Path) -> None:
+    def __init__(self, channel: ChannelDef, base_dir: Path, shared: dict[str, Any] | None = None) -> None:
         self.channel = channel
+        shared = {} if shared is None else shared
         self.datatype = build_datatype(channel.pipeline.datatype)
-        self.transform = build_transform(channel.pipeline.transform, self.datatype, base_dir)
+        self.transform = build_transform(channel.pipeline.transform, self.datatype, base_dir, shared)
         self.accept = compile_filter(channel.pipeline.filter)
         self.routes = [
             Route(
                 d,
                 compile_filter(d.filter),
-                build_transform(d.transform, self.datatype, base_dir) if d.transform else None,
+                build_transform(d.transform, self.datatype, base_dir, shared) if d.transform else None,
             )
             for d in channel.destinations
         ]

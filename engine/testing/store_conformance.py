@@ -658,3 +658,18 @@ class StoreConformance:
             assert counters.get(f"dest:{DEST}:ERROR", 0) == 0  # counters follow the latest run
 
         run(scenario())
+
+    def test_values_survive_a_restart_and_are_found_by_prefix(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                await store.put_value("table:item_master", '{"version": "a1"}')
+                await store.put_value("table:location", '{"version": "b2"}')
+                await store.put_value("control:ACME:ISA13", "41")
+                await store.put_value("table:item_master", '{"version": "a2"}')
+            async with store_factory() as store:
+                tables = await store.get_values("table:")
+                control = await store.get_values("control:")
+            assert tables == {"table:item_master": '{"version": "a2"}', "table:location": '{"version": "b2"}'}
+            assert control == {"control:ACME:ISA13": "41"}
+
+        run(scenario())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -27,7 +26,7 @@ class Hl7ToJsonConfig(TransformConfig):
 class Passthrough:
     """Send the raw bytes as received, with the data type's content type."""
 
-    def __init__(self, config: PassthroughConfig, datatype: DataType, *, base_dir: Path | None = None) -> None:
+    def __init__(self, config: PassthroughConfig, datatype: DataType, **_context: Any) -> None:
         self.config = config
         self.content_type = datatype.content_type
 
@@ -38,7 +37,7 @@ class Passthrough:
 class Hl7ToJson:
     """Send the document's ``to_data()`` structure as UTF-8 JSON."""
 
-    def __init__(self, config: Hl7ToJsonConfig, datatype: DataType, *, base_dir: Path | None = None) -> None:
+    def __init__(self, config: Hl7ToJsonConfig, datatype: DataType, **_context: Any) -> None:
         self.config = config
 
     def apply(self, raw: bytes, doc: Document) -> tuple[bytes, str]:

@@ -48,13 +48,13 @@ def doc_tables() -> Tables:
 
 
 def test_the_page_has_runnable_examples() -> None:
-    assert len(examples()) >= 2
+    assert len(examples()) >= 3
     assert doc_tables().names() == ["item_master", "location"]
 
 
 @pytest.mark.parametrize(("name", "text", "expected"), examples(), ids=[e[0] for e in examples()])
 def test_documented_example_produces_the_documented_json(name: str, text: str, expected: list[Any]) -> None:
-    models = {"SupplyUsage": Open, "UsageBatch": Open}
+    models = {"SupplyUsage": Open, "UsageBatch": Open, "ChargeEvent": Open}
     mapping = compile_mapping(text, models=models, datatype="hl7v2", check_path=parse_path, name=name)
     result = mapping.run(Hl7v2().parse(SAMPLE.read_bytes()), doc_tables())
     assert [o.model_dump(mode="json") for o in result.objects] == expected

@@ -211,3 +211,11 @@ def counters(conn: sqlite3.Connection, channel: str) -> dict[str, int]:
     for key, n in conn.execute("SELECT key, n FROM counters WHERE channel = ? ORDER BY key", (channel,)):
         counts[key] = n
     return counts
+
+
+def get_values(conn: sqlite3.Connection, prefix: str) -> dict[str, str]:
+    """Key/value rows whose key starts with ``prefix`` (a range scan on the primary key)."""
+    rows = conn.execute(
+        "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, prefix + "\uffff")
+    )
+    return {key: value for key, value in rows}

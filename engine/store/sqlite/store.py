@@ -173,6 +173,14 @@ class SqliteStore:
         """When a claim on the partition could next return a row (see ``reads.next_retry_at``)."""
         return await self._read(reads.next_retry_at, channel, destination, partition)
 
+    async def put_value(self, key: str, value: str) -> None:
+        """Store a small named value (control numbers, reference-table versions)."""
+        await self._write(writes.put_value, key, value)
+
+    async def get_values(self, prefix: str) -> dict[str, str]:
+        """Every stored value whose key starts with ``prefix``."""
+        return await self._read(reads.get_values, prefix)
+
     async def reset_leases(self) -> int:
         """Release every lease; return how many rows held one."""
         return await self._write(writes.reset_leases)

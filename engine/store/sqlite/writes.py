@@ -248,3 +248,8 @@ def settings(conn: sqlite3.Connection) -> dict[str, Any]:
         "busy_timeout_ms": conn.execute("PRAGMA busy_timeout").fetchone()[0],
         "schema_version": conn.execute("SELECT max(version) FROM schema_version").fetchone()[0],
     }
+
+
+def put_value(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Insert or replace one key/value row."""
+    conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
