@@ -115,6 +115,14 @@ class PipelineDef(Strict):
     transform: TransformConfig | None = Field(None, description="Default: passthrough.")
 
 
+class AlertsDef(Strict):
+    """Where a channel raises alerts (a message sent to the exception queue)."""
+
+    webhook: DestinationConfig | None = Field(
+        None, description="A destination (usually type: http) that receives each alert as JSON."
+    )
+
+
 class ChannelDef(Strict):
     """One channel: a source, a pipeline and destinations."""
 
@@ -126,6 +134,7 @@ class ChannelDef(Strict):
     source: SourceConfig
     pipeline: PipelineDef
     destinations: list[DestinationConfig] = Field(default_factory=list)
+    alerts: AlertsDef | None = Field(None, description="Alerts raised by this channel (exception queue).")
 
     @field_validator("destinations")
     @classmethod

@@ -377,6 +377,13 @@ def load_channel(path: str | Path, env: Mapping[str, str] | None = None, *, text
             data["destinations"] = [
                 _resolve_destination(doc, d, ("destinations", i)) for i, d in enumerate(destinations)
             ]
+        alerts = data.get("alerts")
+        if isinstance(alerts, dict) and isinstance(alerts.get("webhook"), dict):
+            alerts = dict(alerts)
+            alerts["webhook"] = _resolve_destination(
+                doc, {"name": "alerts", **alerts["webhook"]}, ("alerts", "webhook")
+            )
+            data["alerts"] = alerts
         before = len(doc.problems)
         channel = validate_model(ChannelDef, doc, data)
         if channel is None and len(doc.problems) == before:  # pragma: no cover - defensive

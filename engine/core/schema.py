@@ -36,6 +36,10 @@ def channel_schema() -> dict[str, Any]:
     pipeline["properties"]["datatype"] = _variants("datatype", defs)
     pipeline["properties"]["transform"] = _variants("transform", defs)
     defs["PipelineDef"] = pipeline
+    if "AlertsDef" in defs:
+        alerts = dict(defs["AlertsDef"])
+        alerts["properties"] = {**alerts["properties"], "webhook": _variants("destination", defs)}
+        defs["AlertsDef"] = alerts
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Junction channel"
     return schema

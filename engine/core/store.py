@@ -35,6 +35,8 @@ class ProcessResult:
     stages: dict[str, bytes] = field(default_factory=dict)  # stage name -> content to keep
     routes: list[DestinationRoute] = field(default_factory=list)
     response: bytes | None = None  # what was answered to the source (ACK), if kept
+    rule: str = ""  # EXCEPTION: the business rule that failed
+    field: str = ""  # EXCEPTION: the target field it concerns (a name, never a value)
 
 
 @dataclass

@@ -7,6 +7,7 @@ hold). ``undeployed`` is the engine's business: a ChannelRuntime exists only dep
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -17,8 +18,9 @@ from typing import Any
 from engine.core import registry
 from engine.core.channel import ChannelDef
 from engine.core.contracts import Destination, Document, Outcome, Source, SubmitResult
+from engine.core.errors import PermanentError
 from engine.core.logs import BoundLogger, bind
-from engine.core.message import InboundMessage, Status, StorageMode
+from engine.core.message import InboundMessage, Outbound, Status, StorageMode
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
 from engine.runtime.pipeline import Pipeline, outcome_of
 from engine.runtime.workers import DestinationWorker
@@ -73,6 +75,8 @@ class ChannelRuntime:
         self._inflight: set[str] = set()
         self._done_while_recovering: set[str] | None = None
         self._recover = True
+        self.alert_destination: Destination | None = None
+        self._alerts: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -88,12 +92,22 @@ class ChannelRuntime:
                     "Destination is not usable; its queue is held.",
                     extra={"destination": config.name, "problem": dest.problem},
                 )
+        webhook = self.channel.alerts.webhook if self.channel.alerts else None
+        if webhook is not None:
+            spec = registry.get("destination", webhook.type)
+            self.alert_destination = spec.load_factory()(
+                webhook, channel=self.name, base_dir=self.base_dir, log=self.log
+            )
+            await self.alert_destination.open()
         spec = registry.get("source", self.channel.source.type)
         self.source = spec.load_factory()(self.channel.source, self)
 
     async def close(self) -> None:
         await self.stop()
-        for dest in self.destinations.values():
+        for task in list(self._alerts):
+            task.cancel()
+        await asyncio.gather(*self._alerts, return_exceptions=True)
+        for dest in [*self.destinations.values(), *([self.alert_destination] if self.alert_destination else [])]:
             await dest.close()
         self.destinations.clear()
 
@@ -352,6 +366,8 @@ class ChannelRuntime:
             if self._done_while_recovering is not None:
                 self._done_while_recovering.add(item.msg.id)
             self.stats.processed += 1
+            if result.status == Status.EXCEPTION:
+                self._raise_alert(item.msg, result)
             if result.status in (Status.ERROR, Status.EXCEPTION):
                 self.stats.errors += 1
                 self.log.warning(
@@ -384,6 +400,44 @@ class ChannelRuntime:
                     futures.append(fut)
         if futures:
             await asyncio.wait(futures, timeout=30)
+
+    def _raise_alert(self, msg: InboundMessage, result: ProcessResult) -> None:
+        """An EXCEPTION is a business alert: a log event, and the channel's webhook if it has one."""
+        fields = {"message_id": msg.id, "control_id": msg.control_id, "rule": result.rule, "field": result.field}
+        self.log.warning("Message sent to the exception queue.", extra=fields)
+        if self.alert_destination is None or self.alert_destination.problem:
+            return
+        alert = {
+            "event": "exception",
+            "channel": self.name,
+            "correlation_id": msg.correlation_id,
+            "run": msg.run,
+            "reason": result.error[:500],
+            "at": time.time(),
+            **fields,
+        }
+        task = asyncio.create_task(self._send_alert(msg, json.dumps(alert).encode()))
+        self._alerts.add(task)
+        task.add_done_callback(self._alerts.discard)
+
+    async def _send_alert(self, msg: InboundMessage, body: bytes) -> None:
+        """Best effort with the webhook's retry policy (at most 5 tries): the exception itself is
+        stored and searchable whatever happens to its alert."""
+        assert self.alert_destination is not None and self.channel.alerts and self.channel.alerts.webhook
+        policy = self.channel.alerts.webhook.retry
+        item = Outbound(msg.id, self.name, "alerts", msg.correlation_id, body, "application/json", msg.control_id)
+        for attempt in range(1, 6):
+            item.attempt = attempt
+            try:
+                await self.alert_destination.send(item)
+                return
+            except Exception as exc:  # noqa: BLE001 - alerts never break processing
+                if attempt == 5 or policy.gives_up(attempt) or isinstance(exc, PermanentError):
+                    self.log.error(
+                        "Alert could not be delivered.", extra={"message_id": msg.id, "error": str(exc)[:300]}
+                    )
+                    return
+                await asyncio.sleep(policy.delay(attempt))
 
     async def _after_delivery(self, outcomes: list[DeliveryOutcome]) -> None:
         if self.channel.storage == StorageMode.METADATA:

@@ -99,7 +99,7 @@ class Pipeline:
         except MappingError as exc:
             status = Status.EXCEPTION if exc.severity == "error" else Status.ERROR
             rule = f" [{exc.rule}]" if exc.rule else ""
-            return ProcessResult(msg.id, msg.run, status, error=f"mapping{rule}: {exc}")
+            return ProcessResult(msg.id, msg.run, status, error=f"mapping{rule}: {exc}", rule=exc.rule, field=exc.field)
         except Exception as exc:  # noqa: BLE001 - the per-message boundary: store it and move on
             return ProcessResult(msg.id, msg.run, Status.ERROR, error=f"internal: {type(exc).__name__}: {exc}")
 

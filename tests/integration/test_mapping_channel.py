@@ -28,6 +28,8 @@ CHANNEL = """
       transform: {type: mapping, file: mappings/dft-to-supply-usage.yaml}
     destinations:
       - {name: erp-inventory, type: http, url: "${ERP_URL}/inventory/issues"}
+    alerts:
+      webhook: {type: http, url: "${ERP_URL}/alerts"}
 """
 
 
@@ -54,8 +56,9 @@ def test_mapped_usage_is_delivered_and_unbillable_high_cost_items_are_exceptions
                 good = msa(mllp_exchange(sock, dft("U1", "SUP-100234")))
                 bad = mllp_exchange(sock, dft("U2", "SUP-200311"))  # high cost, no charge code
             deadline = time.monotonic() + 10
-            while not erp.snapshot() and time.monotonic() < deadline:
+            while len(erp.snapshot()) < 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
+            alerts = [json.loads(r.body) for r in erp.snapshot() if r.path == "/alerts"]
             store = running.engine.store
             (exception,) = running.run(store.search(MessageQuery(channel="usage-in", status=Status.EXCEPTION)))
             # Fix the reference data, redeploy (tables reload), reprocess: now it is delivered.
@@ -66,13 +69,19 @@ def test_mapped_usage_is_delivered_and_unbillable_high_cost_items_are_exceptions
             running.run(running.engine.act("usage-in", "redeploy"))
             running.run(running.engine.reprocess(exception.id))
             deadline = time.monotonic() + 10
-            while len(erp.snapshot()) < 2 and time.monotonic() < deadline:
+            while len(erp.snapshot()) < 3 and time.monotonic() < deadline:
                 time.sleep(0.02)
     assert good == ("AA", "U1")
+    (alert,) = alerts
+    assert alert["event"] == "exception"
+    assert alert["rule"] == "high-cost-needs-charge-code"
+    assert alert["message_id"] == exception.id
+    assert "TESTPATIENT" not in json.dumps(alert)
+    assert "MRN77" not in json.dumps(alert)
     assert msa(bad)[0] == "AE"
     assert b"high-cost-needs-charge-code" in bad
     assert "high-cost-needs-charge-code" in exception.error
-    first, second = (json.loads(r.body) for r in erp.snapshot())
+    first, second = (json.loads(r.body) for r in erp.snapshot() if r.path == "/inventory/issues")
     assert first[0]["item"] == {"type": "buyer_item", "value": "SUP-100234"}
     assert first[0]["charge_code"] == "C-278-1001"
     assert first[0]["cost_centre"] == "CC-4410"
