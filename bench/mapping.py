@@ -4,7 +4,7 @@ Compiles the mapping once, then for each message parses it and maps it into vali
 pydantic objects, the same way a hand-written function does with the same field reads.
 Prints microseconds per message for both, the ratio and messages per second.
 
-    python bench/mapping_speed.py [--n 20000]
+    python bench/mapping.py [--n 20000]
 """
 
 from __future__ import annotations
