@@ -96,7 +96,10 @@ class DestinationConfig(PluginConfig):
     """Base of every destination config: the keys shared by all destination types."""
 
     name: Kebab = Field(description="Destination name, unique in the channel.")
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)  # type: ignore[arg-type]
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,  # type: ignore[arg-type]
+        description="Retries: max_attempts, backoff_secs, multiplier, max_backoff_secs, jitter.",
+    )
     threads: int = Field(1, ge=1, le=64, description="Queue workers; >1 needs order_key to keep order.")
     order_key: str | None = Field(
         None, description="Document path whose value keeps messages in order across threads (e.g. PID-3.1)."

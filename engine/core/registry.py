@@ -27,6 +27,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     "datatype": {
         "hl7v2": "engine.datatypes.hl7v2:HL7V2",
         "raw": "engine.datatypes.raw:RAW",
+        "json": "engine.datatypes.json:JSON",
     },
     "transform": {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",
