@@ -28,6 +28,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "hl7v2": "engine.datatypes.hl7v2:HL7V2",
         "raw": "engine.datatypes.raw:RAW",
         "json": "engine.datatypes.json:JSON",
+        "xml": "engine.datatypes.xml:XML",
     },
     "transform": {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",
