@@ -153,6 +153,18 @@ class EngineProcess:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback http
             return json.loads(response.read() or b"null")
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``junction --project PROJECT ARGS`` against this engine (API URL and token set)."""
+        env = {**os.environ, "JUNCTION_API": self.api, "JUNCTION_API_TOKEN": self.token}
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "--project", str(self.project), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+
     def address(self, channel: str, timeout: float = 10.0) -> tuple[str, int]:
         """The host and port a channel's source listens on (read back from the API)."""
         deadline = time.monotonic() + timeout

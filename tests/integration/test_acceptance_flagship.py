@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -69,17 +68,7 @@ def test_flagship_with_mllp_send_real_servers_alert_and_table_fix(tmp_path: Path
         engine = EngineProcess(project, env).start()
         try:
             engine.address("or-implant-usage")
-            cli_env = {**os.environ, "JUNCTION_API": engine.api, "JUNCTION_API_TOKEN": engine.token}
-
-            def cli(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run(
-                    [sys.executable, "-m", "engine", "--project", str(project), *args],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                    env=cli_env,
-                )
+            cli = engine.cli
 
             mixed = mllp_send(port, SAMPLES / "dft_p03_or_implant_mixed.hl7", tmp_path)
             unbillable = mllp_send(port, SAMPLES / "dft_p03_or_implant_no_charge_code.hl7", tmp_path)

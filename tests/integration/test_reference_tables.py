@@ -4,11 +4,8 @@ in the store; an invalid table changes nothing; a fixed table lets an EXCEPTION 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -46,17 +43,7 @@ def test_tables_load_and_reload_without_restart(make_project, tmp_path: Path) ->
     with HttpPeer() as erp:
         engine = EngineProcess(project, {"ERP_URL": erp.url}).start()
         try:
-            env = {**os.environ, "JUNCTION_API": engine.api, "JUNCTION_API_TOKEN": engine.token}
-
-            def cli(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run(
-                    [sys.executable, "-m", "engine", "--project", str(project), *args],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=False,
-                    env=env,
-                )
+            cli = engine.cli
 
             listed = {t["name"]: t for t in json.loads(cli("table", "list", "--json").stdout)}
             csv_lines = (project / "mappings" / "tables" / "item_master.csv").read_text(encoding="utf-8").splitlines()
