@@ -389,17 +389,18 @@ class ChannelRuntime:
         if not names or self.ack_mode != "after_processing":
             return
         loop = asyncio.get_running_loop()
-        futures = []
+        keys = []
         for item, result in zip(batch, results, strict=True):
             if item.msg.id not in self._waiters:
                 continue
             for route in result.routes:
                 if route.destination in names and route.status == Status.QUEUED:
-                    fut: asyncio.Future[DeliveryOutcome] = loop.create_future()
-                    self._first_sends[(item.msg.id, route.destination)] = fut
-                    futures.append(fut)
-        if futures:
-            await asyncio.wait(futures, timeout=30)
+                    self._first_sends[(item.msg.id, route.destination)] = loop.create_future()
+                    keys.append((item.msg.id, route.destination))
+        if keys:
+            await asyncio.wait([self._first_sends[k] for k in keys], timeout=30)
+            for key in keys:  # a destination that never answered must not leave its future behind
+                self._first_sends.pop(key, None)
 
     def _raise_alert(self, msg: InboundMessage, result: ProcessResult) -> None:
         """An EXCEPTION is a business alert: a log event, and the channel's webhook if it has one."""
