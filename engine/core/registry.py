@@ -29,6 +29,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "raw": "engine.datatypes.raw:RAW",
         "json": "engine.datatypes.json:JSON",
         "xml": "engine.datatypes.xml:XML",
+        "x12": "engine.datatypes.x12:X12",
     },
     "transform": {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",

@@ -1,0 +1,261 @@
+"""X12 tokenizer: delimiters from the ISA, segments, and the ISA/GS/ST envelope checks.
+
+Works on text: the bytes are decoded as UTF-8 (Latin-1 when that fails) because some
+senders use a multi-byte character as segment terminator. Errors name a segment by its
+1-based number in the payload and its id, never its content. ``ParseError.code`` carries
+the acknowledgement code the later 997/999/TA1 generator will need: ``TA1:nnn`` for
+interchange problems, ``AK9:n`` for functional groups, ``AK5:n`` for transaction sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.core.errors import ParseError
+
+BOM = "\ufeff"
+ISA_WIDTH = 106  # fixed-width ISA, terminator included
+ISA_ELEMENTS = 16
+# Line breaks and blanks that senders put between segments; never part of a segment id.
+_GAP = " \t\r\n"
+
+
+@dataclass(frozen=True)
+class Delimiters:
+    """The separators one interchange declares in its ISA."""
+
+    element: str
+    component: str
+    segment: str
+    repetition: str | None = None  # ISA11 from 5010 (00501) on; 4010 has the "U" standards id there
+
+
+@dataclass
+class Segment:
+    """One segment: ``elements[0]`` is the id, ``elements[n]`` is element n (as in PO107)."""
+
+    elements: list[str]
+    number: int  # 1-based position in the payload, for error messages
+
+    @property
+    def id(self) -> str:
+        return self.elements[0]
+
+    def where(self) -> str:
+        return f"segment {self.number} ({self.id})"
+
+
+@dataclass
+class Transaction:
+    """ST .. SE, inclusive."""
+
+    segments: list[Segment]
+
+
+@dataclass
+class Group:
+    """GS, its transactions, GE."""
+
+    gs: Segment
+    transactions: list[Transaction] = field(default_factory=list)
+    ge: Segment | None = None
+
+
+@dataclass
+class Interchange:
+    """ISA, its groups, IEA, with the delimiters and the exact ISA text (for re-wrapping)."""
+
+    delimiters: Delimiters
+    isa: Segment
+    isa_text: str
+    line_break: str  # what followed the ISA terminator ("", "\n" or "\r\n"), reused on output
+    groups: list[Group] = field(default_factory=list)
+    iea: Segment | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def decode(raw: bytes) -> tuple[str, str]:
+    """The text of ``raw`` without BOM and leading blanks, and the encoding used."""
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = raw.decode("latin-1"), "latin-1"
+    return text.lstrip(BOM).lstrip(_GAP), encoding
+
+
+def read_delimiters(text: str, start: int) -> tuple[Delimiters, int, list[str]]:
+    """Delimiters of the ISA at ``start``, the index just past its terminator, and warnings.
+
+    The fixed-width positions are tried first; an ISA whose fields are padded wrongly is
+    accepted by counting element separators instead, with a warning.
+    """
+    where = "segment 1 (ISA)" if start == 0 else "interchange header (ISA)"
+    if not text.startswith("ISA", start) or len(text) < start + 4:
+        raise ParseError("the interchange does not start with an ISA segment", where, "TA1:024")
+    element = text[start + 3]
+    if element.isalnum() or element in _GAP:
+        raise ParseError("the ISA element separator must be a punctuation character", where, "TA1:024")
+    warnings: list[str] = []
+    fixed = start + ISA_WIDTH - 3  # index of the element separator before ISA16
+    if len(text) > fixed + 2 and text[fixed] == element and text.count(element, start, fixed + 1) == ISA_ELEMENTS:
+        sixteenth = fixed
+    else:
+        sixteenth = _nth(text, element, start, ISA_ELEMENTS)
+        if sixteenth < 0 or len(text) <= sixteenth + 2:
+            raise ParseError(f"the ISA segment must have {ISA_ELEMENTS} elements", where, "TA1:024")
+        warnings.append(f"the ISA segment is not fixed width ({sixteenth + 3 - start} characters, expected 106)")
+    component, terminator = text[sixteenth + 1], text[sixteenth + 2]
+    if terminator.isalnum() or len({element, component, terminator}) < 3:
+        raise ParseError("the ISA delimiters are not distinct punctuation characters", where, "TA1:004")
+    isa_elements = text[start:sixteenth].split(element)  # ISA, ISA01 .. ISA15
+    repetition = isa_elements[11] if len(isa_elements[11]) == 1 and not isa_elements[11].isalnum() else None
+    if repetition in (element, component, terminator, " "):
+        repetition = None
+    return Delimiters(element, component, terminator, repetition), sixteenth + 3, warnings
+
+
+def _nth(text: str, char: str, start: int, n: int) -> int:
+    """Index of the n-th ``char`` from ``start`` (-1 if there are fewer), bounded to an ISA's reach."""
+    index = start
+    limit = start + 2 * ISA_WIDTH  # a real ISA is never this long; stops runaway scans on garbage
+    for _ in range(n):
+        index = text.find(char, index + 1, limit)
+        if index < 0:
+            return -1
+    return index
+
+
+def tokenize(raw: bytes) -> tuple[list[Interchange], str]:
+    """Every interchange of ``raw`` with its segments nested, and the encoding used.
+
+    Only the structure is checked here (ISA first, every ST closed by SE, every GS by GE,
+    every ISA by IEA, nothing outside an envelope); counts and control numbers are checked
+    by ``check``.
+    """
+    text, encoding = decode(raw)
+    interchanges: list[Interchange] = []
+    pos, number = 0, 0
+    while True:
+        while pos < len(text) and text[pos] in _GAP:
+            pos += 1
+        if pos >= len(text):
+            break
+        interchange, pos, number = _read_interchange(text, pos, number)
+        interchanges.append(interchange)
+    if not interchanges:
+        raise ParseError("the payload is empty", "", "TA1:023")
+    return interchanges, encoding
+
+
+def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, int, int]:
+    delims, pos, warnings = read_delimiters(text, start)
+    isa_text = text[start:pos]
+    line_break = "\r\n" if text.startswith("\r\n", pos) else "\n" if text.startswith("\n", pos) else ""
+    number += 1
+    isa = Segment(isa_text[:-1].split(delims.element), number)
+    interchange = Interchange(delims, isa, isa_text, line_break, warnings=warnings)
+    group: Group | None = None
+    transaction: Transaction | None = None
+    while True:
+        end = text.find(delims.segment, pos)
+        body = text[pos : len(text) if end < 0 else end].lstrip(_GAP)
+        if not body:
+            if end < 0:
+                break
+            pos = end + 1
+            continue
+        number += 1
+        segment = Segment(body.split(delims.element), number)
+        pos = len(text) if end < 0 else end + 1
+        _check_id(segment)
+        sid = segment.id
+        if sid == "ISA":
+            raise ParseError("an interchange starts before the previous one ends with IEA", segment.where(), "TA1:023")
+        if sid == "IEA":
+            if group is not None:
+                raise ParseError("IEA before the group's GE", segment.where(), "AK9:3")
+            interchange.iea = segment
+            return interchange, pos, number
+        if sid == "GS":
+            if group is not None:
+                raise ParseError("GS before the previous group's GE", segment.where(), "AK9:3")
+            group = Group(segment)
+            interchange.groups.append(group)
+        elif sid == "GE":
+            if group is None or transaction is not None:
+                code = "AK5:2" if transaction is not None else "TA1:024"
+                raise ParseError("GE without a matching GS or before the transaction's SE", segment.where(), code)
+            group.ge = segment
+            group = None
+        elif sid == "ST":
+            if group is None or transaction is not None:
+                code = "AK5:2" if transaction is not None else "TA1:024"
+                raise ParseError("ST outside a functional group or before the previous SE", segment.where(), code)
+            transaction = Transaction([segment])
+            group.transactions.append(transaction)
+        elif transaction is None:
+            raise ParseError("segment outside a transaction set (ST..SE)", segment.where(), "TA1:024")
+        else:
+            transaction.segments.append(segment)
+            if sid == "SE":
+                transaction = None
+    code = "AK5:2" if transaction is not None else "AK9:3" if group is not None else "TA1:023"
+    raise ParseError("the interchange ends without its trailer (SE, GE or IEA)", f"after segment {number}", code)
+
+
+def _check_id(segment: Segment) -> None:
+    sid = segment.id
+    if not (2 <= len(sid) <= 3 and sid.isascii() and sid.isalnum() and sid[0].isalpha() and sid.isupper()):
+        reason = "invalid segment id (expected 2 or 3 upper-case letters or digits)"
+        raise ParseError(reason, f"segment {segment.number}", "AK3:1")
+
+
+def check(interchanges: list[Interchange]) -> None:
+    """Check counts and control numbers of every envelope; ``ParseError`` on the first problem."""
+    for interchange in interchanges:
+        check_interchange(interchange)
+
+
+def check_interchange(interchange: Interchange, *, descend: bool = True) -> None:
+    """IEA01/IEA02, then every group (and, when ``descend``, every transaction set)."""
+    isa, iea = interchange.isa, interchange.iea
+    if len(isa.elements) != ISA_ELEMENTS + 1:
+        raise ParseError(f"the ISA segment must have {ISA_ELEMENTS} elements", isa.where(), "TA1:024")
+    assert iea is not None  # tokenize never returns an interchange without its IEA
+    _expect(iea, 1, str(len(interchange.groups)), "IEA01 does not match the number of functional groups", "TA1:021")
+    _expect(iea, 2, isa.elements[13].strip(), "IEA02 does not match the interchange control number ISA13", "TA1:001")
+    for group in interchange.groups:
+        check_group(group, descend=descend)
+
+
+def check_group(group: Group, *, descend: bool = True) -> None:
+    """GE01/GE02, then (when ``descend``) every transaction set."""
+    ge = group.ge
+    assert ge is not None
+    _expect(ge, 1, str(len(group.transactions)), "GE01 does not match the number of transaction sets", "AK9:5")
+    _expect(ge, 2, _element(group.gs, 6), "GE02 does not match the group control number GS06", "AK9:4")
+    for transaction in group.transactions if descend else ():
+        check_transaction(transaction)
+
+
+def check_transaction(transaction: Transaction) -> None:
+    """SE01 (segments from ST to SE inclusive) and SE02 = ST02."""
+    st, se = transaction.segments[0], transaction.segments[-1]
+    if not _element(st, 1):
+        raise ParseError("ST01 (transaction set identifier) is missing", st.where(), "AK5:6")
+    if not _element(st, 2):
+        raise ParseError("ST02 (transaction set control number) is missing", st.where(), "AK5:7")
+    _expect(se, 1, str(len(transaction.segments)), "SE01 does not match the number of segments from ST to SE", "AK5:4")
+    _expect(se, 2, _element(st, 2), "SE02 does not match the transaction set control number ST02", "AK5:3")
+
+
+def _element(segment: Segment, index: int) -> str:
+    return segment.elements[index].strip() if index < len(segment.elements) else ""
+
+
+def _expect(segment: Segment, index: int, wanted: str, reason: str, code: str) -> None:
+    value = _element(segment, index)
+    # Counts compare as numbers (leading zeros are allowed), control numbers as text.
+    same = int(value) == int(wanted) if value.isdigit() and wanted.isdigit() else value == wanted
+    if not same:
+        raise ParseError(reason, f"{segment.where()}, element {index:02d}", code)
