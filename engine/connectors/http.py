@@ -202,7 +202,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> SendResult
     body travels on the error for the store, which keeps responses per storage mode.
     """
     if 200 <= status < 300:
-        return SendResult(response=body, status_code=status, detail=_status_text(status))
+        content_type = headers.get("Content-Type", "") or headers.get("content-type", "")
+        return SendResult(response=body, status_code=status, detail=_status_text(status), content_type=content_type)
     reason = f"endpoint answered {_status_text(status)}"
     if status in RETRYABLE_STATUSES or 500 <= status < 600:
         retry_after = parse_retry_after(headers.get("Retry-After"))

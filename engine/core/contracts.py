@@ -54,6 +54,9 @@ class DataType(Protocol):
 
     content_type: str
     validates: bool  # validate() does real, slow work: the runtime runs it off the event loop
+    # Optional class attribute ``responds_to_whole = True``: for a payload that ``split`` cut
+    # into several messages, ``respond`` is called once with the whole payload (X12: one
+    # 997/999 per functional group) instead of answering with the first part's response.
 
     def split(self, raw: bytes) -> list[bytes]:
         """Split a batch or multi-message payload into single messages (default: [raw])."""
@@ -79,13 +82,34 @@ class Transform(Protocol):
 
 
 @dataclass
+class Reply:
+    """A ``send_first`` destination's first delivery attempt, for sources that answer with it."""
+
+    ok: bool
+    body: bytes | None = None
+    content_type: str = ""
+    status_code: int | None = None
+    detail: str = ""  # the error when not ok (no content)
+
+
+@dataclass
 class SubmitResult:
-    """What ``SourceContext.submit`` returns to a source once the message is committed."""
+    """What ``SourceContext.submit`` returns to a source once the message is committed.
+
+    ``status`` is the stored status, or ``DUPLICATE`` when a ``dedupe_key`` showed that the
+    payload was committed before (nothing stored again). ``reason`` says why a message was
+    not accepted (no content). With ``ack_mode: after_processing``, ``content`` is the
+    channel transform's output and ``replies`` holds each ``send_first`` destination's answer.
+    """
 
     message_id: str
     accepted: bool  # False: the message was stored as ERROR (bad input) or refused
     response: bytes | None = None  # the data type's answer to send back, if any
     status: str = ""
+    reason: str = ""
+    content: bytes | None = None
+    content_type: str = ""
+    replies: dict[str, Reply] = field(default_factory=dict)
 
 
 class SourceContext(Protocol):
@@ -96,12 +120,14 @@ class SourceContext(Protocol):
     log: logging.LoggerAdapter[logging.Logger]
     debug: bool  # the channel allows message content in logs
 
-    async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
+    async def submit(self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "") -> SubmitResult:
         """Durably store ``raw`` (group commit), then process it per the channel's ACK mode.
 
         Returns after the commit (``on_receipt``) or after processing (``after_processing``),
         with the response to send back. Never raises for bad content: that is stored and
-        answered with a negative response.
+        answered with a negative response. A non-empty ``dedupe_key`` that an earlier
+        committed submit of this channel used stores nothing and returns status
+        ``DUPLICATE`` (exactly-once intake of files across crashes).
         """
 
     async def reject(self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True) -> SubmitResult:

@@ -73,6 +73,14 @@ class MappingError(JunctionError):
         super().__init__(message)
 
 
+class DuplicateMessage(JunctionError):
+    """``add_message`` with a ``dedupe_key`` that an earlier committed message already holds."""
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"already stored as message {message_id}")
+
+
 class DeliveryError(JunctionError):
     """A destination could not deliver a message."""
 

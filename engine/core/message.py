@@ -104,3 +104,4 @@ class SendResult:
     response: bytes | None = None
     status_code: int | None = None
     detail: str = ""
+    content_type: str = ""  # of ``response``, when known (HTTP Content-Type)

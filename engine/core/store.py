@@ -37,6 +37,8 @@ class ProcessResult:
     response: bytes | None = None  # what was answered to the source (ACK), if kept
     rule: str = ""  # EXCEPTION: the business rule that failed
     field: str = ""  # EXCEPTION: the target field it concerns (a name, never a value)
+    content: bytes | None = None  # the channel transform's output (not stored by itself; for sync sources)
+    content_type: str = ""
 
 
 @dataclass
@@ -72,6 +74,7 @@ class DeliveryOutcome:
     response: bytes | None = None
     retry_at: float | None = None  # when QUEUED: do not claim before this time
     keep_response: bool = True
+    response_type: str = ""  # the content type of ``response`` when the destination knows it
 
 
 @dataclass
@@ -146,8 +149,16 @@ class MessageStore(Protocol):
     async def close(self) -> None:
         """Flush pending writes and release resources."""
 
-    async def add_message(self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "") -> int:
-        """Store a newly received message and its raw content; return its sequence number."""
+    async def add_message(
+        self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "", dedupe_key: str = ""
+    ) -> int:
+        """Store a newly received message and its raw content; return its sequence number.
+
+        With ``dedupe_key``, the key is committed in the same transaction as the message, and
+        a key an earlier message of the channel holds raises ``DuplicateMessage`` (nothing is
+        stored): sources use it for exactly-once intake across crashes (a file's name, size,
+        mtime and hash).
+        """
 
     async def record_result(self, result: ProcessResult) -> None:
         """Store one pipeline run: message status, kept stages and destination queue rows."""

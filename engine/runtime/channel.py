@@ -7,6 +7,7 @@ hold). ``undeployed`` is the engine's business: a ChannelRuntime exists only dep
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -17,8 +18,8 @@ from typing import Any
 
 from engine.core import registry
 from engine.core.channel import ChannelDef
-from engine.core.contracts import Destination, Document, Outcome, Source, SubmitResult
-from engine.core.errors import PermanentError
+from engine.core.contracts import Destination, Document, Outcome, Reply, Source, SubmitResult
+from engine.core.errors import DuplicateMessage, PermanentError
 from engine.core.logs import BoundLogger, bind
 from engine.core.message import InboundMessage, Outbound, Status, StorageMode
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
@@ -31,6 +32,7 @@ QUEUE_MAX = 10_000
 BATCH_MAX = 256
 RECOVERY_PAGE = 500
 GATHER_SECS = 0.01
+DUPLICATE = "DUPLICATE"  # SubmitResult.status when a dedupe key was committed before
 
 
 @dataclass
@@ -72,6 +74,7 @@ class ChannelRuntime:
         self._running = asyncio.Event()
         self._waiters: dict[str, asyncio.Future[ProcessResult]] = {}
         self._first_sends: dict[tuple[str, str], asyncio.Future[DeliveryOutcome]] = {}
+        self._replies: dict[str, dict[str, Reply]] = {}  # message id -> send_first destination -> answer
         self._inflight: set[str] = set()
         self._done_while_recovering: set[str] | None = None
         self._recover = True
@@ -83,8 +86,7 @@ class ChannelRuntime:
     async def open(self) -> None:
         """Build destinations and the source (not started)."""
         for config in self.channel.destinations:
-            spec = registry.get("destination", config.type)
-            dest = spec.load_factory()(config, channel=self.name, base_dir=self.base_dir, log=self.log)
+            dest = build_destination(config, channel=self.name, base_dir=self.base_dir, log=self.log, store=self.store)
             await dest.open()
             self.destinations[config.name] = dest
             if dest.problem:
@@ -94,9 +96,8 @@ class ChannelRuntime:
                 )
         webhook = self.channel.alerts.webhook if self.channel.alerts else None
         if webhook is not None:
-            spec = registry.get("destination", webhook.type)
-            self.alert_destination = spec.load_factory()(
-                webhook, channel=self.name, base_dir=self.base_dir, log=self.log
+            self.alert_destination = build_destination(
+                webhook, channel=self.name, base_dir=self.base_dir, log=self.log, store=self.store
             )
             await self.alert_destination.open()
         spec = registry.get("source", self.channel.source.type)
@@ -212,14 +213,22 @@ class ChannelRuntime:
 
     # -- SourceContext ---------------------------------------------------------------------
 
-    async def submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult:
+    async def submit(self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "") -> SubmitResult:
         parts = self.pipeline.datatype.split(raw) if raw else []
         if len(parts) > 1:
-            return await self._submit_batch(raw, parts, source)
+            return await self._submit_batch(raw, parts, source, dedupe_key)
         # One message (an envelope such as FHS/BHS around it is dropped), or nothing usable.
-        return await self._submit_one(parts[0] if parts else raw, source)
+        return await self._submit_one(parts[0] if parts else raw, source, dedupe_key=dedupe_key)
 
-    async def _submit_one(self, raw: bytes, source: dict[str, Any], correlation_id: str = "") -> SubmitResult:
+    async def _submit_one(
+        self,
+        raw: bytes,
+        source: dict[str, Any],
+        correlation_id: str = "",
+        *,
+        dedupe_key: str = "",
+        respond: bool = True,
+    ) -> SubmitResult:
         started = time.perf_counter()
         header, doc, error = self.pipeline.precheck(raw)
         msg = InboundMessage(
@@ -230,10 +239,13 @@ class ChannelRuntime:
             business_key=header.business_key[:400],
             correlation_id=correlation_id,
         )
-        self.stats.received += 1
         if error is not None:
+            try:
+                await self.store.add_message(msg, status=Status.ERROR, error=f"parse: {error}", dedupe_key=dedupe_key)
+            except DuplicateMessage as dup:
+                return SubmitResult(dup.message_id, True, None, DUPLICATE)
+            self.stats.received += 1
             self.stats.errors += 1
-            await self.store.add_message(msg, status=Status.ERROR, error=f"parse: {error}")
             self.log.warning(
                 "Message refused: it could not be parsed.",
                 extra={"message_id": msg.id, "position": error.position, "reason": error.reason},
@@ -241,13 +253,18 @@ class ChannelRuntime:
             outcome = Outcome(
                 "AR", reason=error.reason[:200], position=error.position, error_code=_hl7_code(error.code)
             )
-            return SubmitResult(msg.id, False, self.pipeline.respond(raw, outcome), Status.ERROR)
+            response = self.pipeline.respond(raw, outcome) if respond else None
+            return SubmitResult(msg.id, False, response, Status.ERROR, reason=f"parse: {error}"[:500])
         self._inflight.add(msg.id)
         try:
-            await self.store.add_message(msg)
+            await self.store.add_message(msg, dedupe_key=dedupe_key)
+        except DuplicateMessage as dup:
+            self._inflight.discard(msg.id)
+            return SubmitResult(dup.message_id, True, None, DUPLICATE)
         except BaseException:
             self._inflight.discard(msg.id)
             raise
+        self.stats.received += 1
         waiter: asyncio.Future[ProcessResult] | None = None
         if self.ack_mode == "after_processing":
             waiter = asyncio.get_running_loop().create_future()
@@ -258,24 +275,58 @@ class ChannelRuntime:
             self._inflight.discard(msg.id)  # paused: recovery on resume processes it from the store
         if waiter is None:
             self.stats.latencies.append(time.perf_counter() - started)
-            return SubmitResult(msg.id, True, self.pipeline.respond(raw, Outcome("AA")), Status.RECEIVED)
-        result = await waiter
+            response = self.pipeline.respond(raw, Outcome("AA")) if respond else None
+            return SubmitResult(msg.id, True, response, Status.RECEIVED)
+        try:
+            result = await waiter
+        finally:
+            replies = self._replies.pop(msg.id, {})
         self.stats.latencies.append(time.perf_counter() - started)
         outcome = outcome_of(result)
-        return SubmitResult(msg.id, outcome.code == "AA", self.pipeline.respond(raw, outcome), result.status)
+        return SubmitResult(
+            msg.id,
+            outcome.code == "AA",
+            self.pipeline.respond(raw, outcome) if respond else None,
+            result.status,
+            reason=result.error[:500],
+            content=result.content,
+            content_type=result.content_type,
+            replies=replies,
+        )
 
-    async def _submit_batch(self, raw: bytes, parts: list[bytes], source: dict[str, Any]) -> SubmitResult:
-        """A batch (FHS/BHS or several MSH in one payload): one message each, one answer."""
+    async def _submit_batch(
+        self, raw: bytes, parts: list[bytes], source: dict[str, Any], dedupe_key: str = ""
+    ) -> SubmitResult:
+        """A batch (FHS/BHS, several MSH, several X12 transaction sets): one message each, one answer.
+
+        With a ``dedupe_key``, each part gets ``KEY#index``, so a batch cut short by a crash
+        is completed on the next submit without storing its first parts twice.
+        """
+        whole = getattr(self.pipeline.datatype, "responds_to_whole", False)
         first: SubmitResult | None = None
         correlation = ""
+        all_accepted = True
+        reasons: list[str] = []
         for index, part in enumerate(parts):
             result = await self._submit_one(
-                part, {**source, "batch_index": index, "batch_size": len(parts)}, correlation
+                part,
+                {**source, "batch_index": index, "batch_size": len(parts)},
+                correlation,
+                dedupe_key=f"{dedupe_key}#{index}" if dedupe_key else "",
+                respond=not whole,
             )
+            all_accepted = all_accepted and result.accepted
+            if result.reason:
+                reasons.append(f"part {index + 1}: {result.reason}")
             if first is None:
                 first = result
                 correlation = result.message_id
         assert first is not None
+        if whole:
+            first.response = self.pipeline.respond(raw, Outcome("AA" if all_accepted else "AE"))
+        if not all_accepted:
+            first.accepted = False
+            first.reason = "; ".join(reasons)[:1000]
         return first
 
     async def reject(self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True) -> SubmitResult:
@@ -398,9 +449,12 @@ class ChannelRuntime:
                     self._first_sends[(item.msg.id, route.destination)] = loop.create_future()
                     keys.append((item.msg.id, route.destination))
         if keys:
-            await asyncio.wait([self._first_sends[k] for k in keys], timeout=30)
-            for key in keys:  # a destination that never answered must not leave its future behind
-                self._first_sends.pop(key, None)
+            futures = {k: self._first_sends[k] for k in keys}
+            await asyncio.wait(futures.values(), timeout=30)
+            for key, fut in futures.items():
+                self._first_sends.pop(key, None)  # a destination that never answered must not leave it behind
+                if fut.done() and not fut.cancelled():
+                    self._replies.setdefault(key[0], {})[key[1]] = _reply(fut.result())
 
     def _raise_alert(self, msg: InboundMessage, result: ProcessResult) -> None:
         """An EXCEPTION is a business alert: a log event, and the channel's webhook if it has one."""
@@ -476,6 +530,24 @@ class ChannelRuntime:
                 "ack_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3) if lat else None,
             },
         }
+
+
+def _reply(outcome: DeliveryOutcome) -> Reply:
+    ok = outcome.status == Status.SENT
+    return Reply(ok, outcome.response, outcome.response_type, outcome.status_code, "" if ok else outcome.error[:500])
+
+
+def build_destination(config: Any, *, channel: str, base_dir: Path, log: Any, store: MessageStore) -> Destination:
+    """Build a destination from its config; ``store`` is passed to factories that declare it."""
+    factory = registry.get("destination", config.type).load_factory()
+    kwargs: dict[str, Any] = {"channel": channel, "base_dir": base_dir, "log": log}
+    try:
+        accepts_store = "store" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins or C callables without a signature
+        accepts_store = False
+    if accepts_store:
+        kwargs["store"] = store
+    return factory(config, **kwargs)  # type: ignore[no-any-return]
 
 
 def _hl7_code(code: str) -> str:

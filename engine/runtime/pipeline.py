@@ -133,7 +133,15 @@ class Pipeline:
             routes.append(
                 DestinationRoute(route.config.name, route.partition(msg, doc), Status.QUEUED, body, body_type)
             )
-        return ProcessResult(msg.id, msg.run, Status.TRANSFORMED, stages=stages, routes=routes)
+        return ProcessResult(
+            msg.id,
+            msg.run,
+            Status.TRANSFORMED,
+            stages=stages,
+            routes=routes,
+            content=content,
+            content_type=content_type,
+        )
 
 
 def outcome_of(result: ProcessResult) -> Outcome:

@@ -203,6 +203,7 @@ class DestinationWorker:
                 status_code=result.status_code,
                 response=result.response,
                 keep_response=self.keep_responses,
+                response_type=result.content_type,
             )
         if isinstance(result, PermanentError):
             self.failed += 1

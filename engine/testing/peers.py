@@ -35,11 +35,12 @@ class Received:
 class HttpPeer:
     """An aiohttp server in a background thread that records every request.
 
-    ``behaviour(path, attempt_number)`` returns the HTTP status to answer (default 200);
-    requests answered with a non-2xx status are recorded in ``refused`` instead.
+    ``behaviour(request)`` returns the HTTP status to answer (default 200), or a tuple
+    (status, body, headers) for a custom answer; requests answered with a non-2xx status
+    are recorded in ``refused`` instead.
     """
 
-    def __init__(self, behaviour: Callable[[Received], int] | None = None) -> None:
+    def __init__(self, behaviour: Callable[[Received], int | tuple[int, bytes, dict[str, str]]] | None = None) -> None:
         self.behaviour = behaviour or (lambda _r: 200)
         self.received: list[Received] = []
         self.refused: list[Received] = []
@@ -55,9 +56,12 @@ class HttpPeer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         item = Received(request.path, request.method, dict(request.headers), await request.read())
-        status = self.behaviour(item)
+        answer = self.behaviour(item)
+        status = answer if isinstance(answer, int) else answer[0]
         with self.lock:
             (self.received if 200 <= status < 300 else self.refused).append(item)
+        if isinstance(answer, tuple):
+            return web.Response(status=status, body=answer[1], headers=answer[2])
         return web.json_response({"ok": 200 <= status < 300}, status=status)
 
     async def _start(self) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from engine.core.errors import DuplicateMessage
 from engine.core.message import InboundMessage, Status
 from engine.core.store import (
     DeliveryOutcome,
@@ -154,6 +155,34 @@ class StoreConformance:
             assert (detail.summary.status, detail.summary.error) == (Status.ERROR, "parse: segment 1 (MSH): too short")
             assert detail.contents == {(0, "raw"): msg.raw}
             assert pending == []
+
+        run(scenario())
+
+    def test_dedupe_key_is_kept_with_the_message_and_refuses_a_second(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                first, second, other_channel = message(1), message(2), message(3)
+                other_channel.channel = "other"
+                await store.add_message(first, dedupe_key="po.x12|120|1700000000|ab12")
+                with pytest.raises(DuplicateMessage) as refused:
+                    await store.add_message(second, dedupe_key="po.x12|120|1700000000|ab12")
+                await store.add_message(other_channel, dedupe_key="po.x12|120|1700000000|ab12")
+                found = await store.get(second.id)
+            # the refused message left nothing behind; the key is per channel
+            assert refused.value.message_id == first.id
+            assert found is None
+
+        run(scenario())
+
+    def test_dedupe_key_survives_reopen(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                first = message(1)
+                await store.add_message(first, dedupe_key="k1")
+            async with store_factory() as store:
+                with pytest.raises(DuplicateMessage):
+                    await store.add_message(message(2), dedupe_key="k1")
+                await store.add_message(message(3), dedupe_key="k2")
 
         run(scenario())
 

@@ -322,3 +322,62 @@ def test_oversize_frame_gets_ar_is_stored_and_the_connection_goes_on(make_projec
     assert len(refused) == 1
     assert "max_frame_bytes" in refused[0].error
     assert refused[0].control_id == "BIG1"
+
+
+def test_a_dedupe_key_stores_a_payload_once_also_for_batches(make_project) -> None:  # type: ignore[no-untyped-def]
+    project: Path = make_project(
+        {
+            "files-in": """
+        name: files-in
+        source: {type: mllp, listen: "127.0.0.1:0"}
+        pipeline: {datatype: hl7v2}
+        destinations: []
+    """
+        }
+    )
+    batch = dft("B1", "P1") + b"\r" + dft("B2", "P2") + b"\r" + dft("B3", "P3")
+    with EngineThread(project) as running:
+        channel = running.engine.channels["files-in"]
+        first = running.run(channel.submit(dft("D1", "P1"), {"file": "a.hl7"}, dedupe_key="a.hl7|10|1|ab"))
+        again = running.run(channel.submit(dft("D1", "P1"), {"file": "a.hl7"}, dedupe_key="a.hl7|10|1|ab"))
+        other = running.run(channel.submit(dft("D1", "P1"), {"file": "a.hl7"}, dedupe_key="a.hl7|10|2|ab"))
+        whole = running.run(channel.submit(batch, {"file": "b.hl7"}, dedupe_key="b.hl7"))
+        repeat = running.run(channel.submit(batch, {"file": "b.hl7"}, dedupe_key="b.hl7"))
+        stored = running.run(running.engine.store.search(MessageQuery(channel="files-in")))
+    assert (first.status, first.accepted) == (Status.RECEIVED, True)
+    assert (again.status, again.message_id, again.response) == ("DUPLICATE", first.message_id, None)
+    assert other.status == Status.RECEIVED and other.message_id != first.message_id
+    assert whole.status == Status.RECEIVED and repeat.status == "DUPLICATE"
+    assert repeat.message_id == whole.message_id
+    assert sorted(m.control_id for m in stored) == ["B1", "B2", "B3", "D1", "D1"]
+
+
+def test_sync_sources_get_the_transformed_content_and_send_first_replies(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def answer(request: Received) -> tuple[int, bytes, dict[str, str]]:
+        return 200, b'{"price": "12.50"}', {"Content-Type": "application/json"}
+
+    with HttpPeer(answer) as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "lookup-in": """
+            name: lookup-in
+            source: {type: mllp, listen: "127.0.0.1:0", ack_mode: after_processing}
+            pipeline: {datatype: hl7v2, transform: {type: hl7-to-json}}
+            destinations:
+              - {name: erp, type: http, url: "${ERP_URL}/price", send_first: true}
+              - {name: down, type: http, url: "http://127.0.0.1:9/nothing", send_first: true,
+                 retry: {max_attempts: 3, backoff_secs: 5}}
+        """
+            }
+        )
+        with EngineThread(project) as running:
+            channel = running.engine.channels["lookup-in"]
+            result = running.run(channel.submit(dft("S1", "P1"), {"peer": "127.0.0.1"}))
+    assert result.accepted and result.content_type == "application/json"
+    assert result.content is not None and b"DFT" in result.content
+    erp_reply = result.replies["erp"]
+    assert (erp_reply.ok, erp_reply.body, erp_reply.status_code) == (True, b'{"price": "12.50"}', 200)
+    assert erp_reply.content_type.startswith("application/json")
+    down = result.replies["down"]
+    assert not down.ok and down.detail

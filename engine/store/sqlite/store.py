@@ -137,9 +137,11 @@ class SqliteStore:
 
     # -- MessageStore -------------------------------------------------------------------------
 
-    async def add_message(self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "") -> int:
+    async def add_message(
+        self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "", dedupe_key: str = ""
+    ) -> int:
         """Store a newly received message and its raw content; return (and set) its seq."""
-        seq = await self._write(writes.add_message, msg, str(status), error)
+        seq = await self._write(writes.add_message, msg, str(status), error, dedupe_key)
         msg.seq = seq
         return seq
 

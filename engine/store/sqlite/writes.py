@@ -11,6 +11,7 @@ import sqlite3
 import time
 from typing import Any
 
+from engine.core.errors import DuplicateMessage
 from engine.core.message import InboundMessage, Status
 from engine.core.store import DeliveryOutcome, ProcessResult, QueueEntry
 from engine.store import StoreError
@@ -47,8 +48,18 @@ SUPERSEDE = """UPDATE queue SET status = 'ERROR', last_error = ?, lease_owner = 
 RAW = "SELECT content FROM contents WHERE message_seq = ? AND run = 0 AND stage = 'raw'"
 
 
-def add_message(conn: sqlite3.Connection, msg: InboundMessage, status: str, error: str) -> int:
-    """Insert the message row and its raw content (run 0, stage 'raw'); return the seq."""
+def add_message(conn: sqlite3.Connection, msg: InboundMessage, status: str, error: str, dedupe_key: str = "") -> int:
+    """Insert the message row and its raw content (run 0, stage 'raw'); return the seq.
+
+    A ``dedupe_key`` is kept in the kv table (``dedupe:<channel>:<key>`` -> message id) in
+    the same transaction; a key already there raises ``DuplicateMessage`` before any insert.
+    """
+    if dedupe_key:
+        kv_key = f"dedupe:{msg.channel}:{dedupe_key}"
+        row = conn.execute("SELECT value FROM kv WHERE key = ?", (kv_key,)).fetchone()
+        if row is not None:
+            raise DuplicateMessage(row[0])
+        conn.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (kv_key, msg.id))
     source = json.dumps(msg.source, separators=(",", ":"), default=str) if msg.source else "{}"
     row = (msg.id, msg.channel, msg.correlation_id, msg.received_at, msg.control_id, msg.business_key)
     cur = conn.execute(INSERT_MESSAGE, (*row, source, status, msg.run, error, time.time()))

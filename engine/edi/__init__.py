@@ -1,0 +1,1 @@
+"""EDI trading: partners, control numbers and outbound X12 (uses connectors and data types)."""
