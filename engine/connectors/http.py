@@ -7,6 +7,7 @@ aiohttp and ssl are imported in ``open()``, so validating a channel stays fast.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import json
@@ -14,11 +15,11 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -32,7 +33,16 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-__all__ = ["HTTP_DESTINATION", "BasicAuth", "BearerAuth", "HttpDestination", "HttpDestinationConfig"]
+__all__ = [
+    "HTTP_DESTINATION",
+    "ApiKeyAuth",
+    "BasicAuth",
+    "BearerAuth",
+    "HttpDestination",
+    "HttpDestinationConfig",
+    "OAuth2Auth",
+    "RateLimit",
+]
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 # A Retry-After far in the future is more likely a server bug than a plan; a day bounds the damage.
@@ -78,7 +88,61 @@ class BasicAuth(Strict):
         return value
 
 
-Auth = Annotated[BearerAuth | BasicAuth, Field(discriminator="type")]
+class ApiKeyAuth(Strict):
+    """An API key in a request header (``X-API-Key`` by default)."""
+
+    type: Literal["api_key"] = Field(description="API key authentication.")
+    header: str = Field("X-API-Key", description="The header that carries the key.")
+    key: SecretStr = Field(
+        description="The key; write ${VAR}, never the key itself. Empty (unset variable) holds the queue."
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not _TOKEN.match(value) or value.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{value!r} cannot carry the API key (not a valid or not a free header name)")
+        return value
+
+
+class OAuth2Auth(Strict):
+    """OAuth 2.0 client credentials (RFC 6749 section 4.4): a bearer token fetched from ``token_url``.
+
+    The token is cached per destination and fetched again shortly before it expires (or once
+    when the endpoint answers 401), never per message.
+    """
+
+    type: Literal["oauth2"] = Field(description="OAuth 2.0 client-credentials authentication.")
+    token_url: str = Field(description="The authorization server's token endpoint (http or https).")
+    client_id: str = Field(description="Client id; may come from ${VAR}. Empty (unset variable) holds the queue.")
+    client_secret: SecretStr = Field(description="Client secret; write ${VAR}, never the secret itself.")
+    scope: str | None = Field(None, description="Space-separated scopes to request.")
+    audience: str | None = Field(None, description="The `audience` parameter some servers require (Auth0, Okta).")
+    client_auth: Literal["basic", "body"] = Field(
+        "basic", description="basic: client_secret_basic (HTTP basic header); body: client_secret_post (form fields)."
+    )
+    refresh_margin_secs: float = Field(
+        60.0, ge=0, description="Fetch a new token this long before the current one expires."
+    )
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_scheme(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlsplit(value).scheme.lower() if "://" in value else ""
+        if scheme and scheme not in ("http", "https"):
+            raise ValueError("token_url must start with http:// or https://")
+        return value
+
+
+Auth = Annotated[BearerAuth | BasicAuth | ApiKeyAuth | OAuth2Auth, Field(discriminator="type")]
+
+
+class RateLimit(Strict):
+    """A token bucket shared by every worker of the destination."""
+
+    per_second: float = Field(gt=0, description="Sustained requests per second.")
+    burst: int = Field(1, ge=1, description="Requests that may go at once after a quiet period.")
 
 
 class HttpDestinationConfig(DestinationConfig):
@@ -98,7 +162,10 @@ class HttpDestinationConfig(DestinationConfig):
         None, description="Content-Type to send; default: the content's own type (application/json for envelope)."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers (values may be ${VAR}).")
-    auth: Auth | None = Field(None, description="Authentication: {type: bearer, token} or {type: basic, ...}.")
+    auth: Auth | None = Field(
+        None, description="Authentication: bearer, basic, api_key or oauth2 (client credentials); secrets from ${VAR}."
+    )
+    rate_limit: RateLimit | None = Field(None, description="At most this many requests per second (all threads).")
     timeout_secs: float = Field(30.0, gt=0, description="Give up on a request (connect, send, answer) after this long.")
     max_response_bytes: int = Field(65536, ge=0, description="Keep at most this much of each response body.")
     verify_tls: bool = Field(True, description="Verify the server certificate and host name; false only for tests.")
@@ -155,13 +222,111 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def auth_problem(auth: BearerAuth | BasicAuth | None) -> str | None:
+def auth_problem(auth: BearerAuth | BasicAuth | ApiKeyAuth | OAuth2Auth | None) -> str | None:
     """Why ``auth`` cannot be used: an empty token or user name usually means an unset variable."""
+    unset = "; set the environment variable used in the channel file"
     if isinstance(auth, BearerAuth) and not auth.token.get_secret_value():
-        return "auth token is empty; set the environment variable used in the channel file"
+        return "auth token is empty" + unset
     if isinstance(auth, BasicAuth) and not auth.username:
-        return "auth username is empty; set the environment variable used in the channel file"
+        return "auth username is empty" + unset
+    if isinstance(auth, ApiKeyAuth) and not auth.key.get_secret_value():
+        return "auth key is empty" + unset
+    if isinstance(auth, OAuth2Auth):
+        if not auth.client_id or not auth.client_secret.get_secret_value():
+            return "oauth2 client_id or client_secret is empty" + unset
+        problem = url_problem(auth.token_url)
+        if problem:
+            return "oauth2 token_url: " + problem
     return None
+
+
+class TokenBucket:
+    """Rate limiting without a background task: ``delay()`` reserves a slot and says how long to wait.
+
+    >>> clock = iter([0.0, 0.0, 0.0, 0.0, 0.0]).__next__
+    >>> bucket = TokenBucket(per_second=2, burst=2, clock=clock)
+    >>> [bucket.delay() for _ in range(4)]
+    [0.0, 0.0, 0.5, 1.0]
+    """
+
+    def __init__(self, per_second: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_second
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def delay(self) -> float:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class OAuth2Token:
+    """The client-credentials token of one destination: fetched once, shared, refreshed before expiry."""
+
+    def __init__(self, auth: OAuth2Auth, where_timeout: float, log: logging.LoggerAdapter[logging.Logger]) -> None:
+        self.auth = auth
+        self._timeout = where_timeout
+        self._log = log
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock: asyncio.Lock | None = None
+        self.fetches = 0
+        parts = urlsplit(auth.token_url)
+        self._where = f"the token endpoint {parts.scheme.lower()}://{parts.hostname}:{parts.port or ''}".rstrip(":")
+
+    async def header(self, session: aiohttp.ClientSession, *, stale: str | None = None) -> str:
+        """``Bearer <token>``; ``stale`` is a header the resource server refused (fetch a new one)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            current = f"Bearer {self._token}" if self._token else None
+            fresh = self._token is not None and time.time() < self._expires_at - self.auth.refresh_margin_secs
+            if current is None or not fresh or (stale is not None and stale == current):
+                await self._fetch(session)
+            return f"Bearer {self._token}"
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> None:
+        import aiohttp
+
+        form = {"grant_type": "client_credentials"}
+        if self.auth.scope:
+            form["scope"] = self.auth.scope
+        if self.auth.audience:
+            form["audience"] = self.auth.audience
+        headers = {"Accept": "application/json"}
+        secret = self.auth.client_secret.get_secret_value()
+        if self.auth.client_auth == "basic":
+            # RFC 6749 2.3.1: id and secret are form-urlencoded before the basic encoding.
+            pair = f"{quote_plus(self.auth.client_id)}:{quote_plus(secret)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        else:
+            form.update({"client_id": self.auth.client_id, "client_secret": secret})
+        try:
+            async with session.post(self.auth.token_url, data=form, headers=headers, allow_redirects=False) as answer:
+                body = await _read_capped(answer, 65536)
+                status = answer.status
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, self._where, self._timeout) from exc
+        self.fetches += 1
+        if status != 200:
+            # 400 invalid_client or 401 usually mean wrong credentials: retryable, so that
+            # fixing the secret and redeploying delivers what was queued meanwhile.
+            raise RetryableError(f"{self._where} answered {_status_text(status)}", status_code=status)
+        try:
+            data = json.loads(body)
+            token = data["access_token"]
+            expires_in = float(data.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RetryableError(f"{self._where} answered without a usable access_token") from exc
+        if not isinstance(token, str) or not token or not math.isfinite(expires_in):
+            raise RetryableError(f"{self._where} answered without a usable access_token")
+        self._token = token
+        self._expires_at = time.time() + expires_in
+        self._log.info("OAuth2 token fetched.", extra={"expires_in": round(expires_in)})
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -237,12 +402,12 @@ def _basic_header(auth: BasicAuth) -> str:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def _auth_header(auth: BearerAuth | BasicAuth | None) -> str | None:
+def _auth_header(auth: BearerAuth | BasicAuth | ApiKeyAuth | OAuth2Auth | None) -> str | None:
     if isinstance(auth, BearerAuth):
         return "Bearer " + auth.token.get_secret_value()
     if isinstance(auth, BasicAuth):
         return _basic_header(auth)
-    return None
+    return None  # api_key and oauth2 set their headers per request
 
 
 def envelope(item: Outbound) -> bytes:
@@ -298,6 +463,10 @@ class HttpDestination:
         self._log = log
         self._session: aiohttp.ClientSession | None = None
         self._authorization = _auth_header(config.auth)
+        self._oauth = (
+            OAuth2Token(config.auth, config.timeout_secs, log) if isinstance(config.auth, OAuth2Auth) else None
+        )
+        self._bucket = TokenBucket(config.rate_limit.per_second, config.rate_limit.burst) if config.rate_limit else None
         self.problem: str | None = url_problem(config.url) or auth_problem(config.auth)
         self._where = self._endpoint_name()
 
@@ -347,19 +516,30 @@ class HttpDestination:
         if self._session is None:
             raise RetryableError("the HTTP destination is not open")
         data, content_type = self._body(item)
+        if self._bucket is not None:
+            wait = self._bucket.delay()
+            if wait > 0:
+                await asyncio.sleep(wait)
         started = time.monotonic()
-        try:
-            async with self._session.request(
-                self.config.method,
-                self.config.url,
-                data=data,
-                headers=self._headers(item, content_type),
-                allow_redirects=False,
-            ) as response:
-                body = await _read_capped(response, self.config.max_response_bytes)
-                status, headers = response.status, response.headers
-        except (aiohttp.ClientError, OSError) as exc:
-            raise transport_error(exc, self._where, self.config.timeout_secs) from exc
+        headers_out = self._headers(item, content_type)
+        for renewal in (False, True):
+            if self._oauth is not None:
+                stale = headers_out.get("Authorization") if renewal else None
+                headers_out["Authorization"] = await self._oauth.header(self._session, stale=stale)
+            try:
+                async with self._session.request(
+                    self.config.method,
+                    self.config.url,
+                    data=data,
+                    headers=headers_out,
+                    allow_redirects=False,
+                ) as response:
+                    body = await _read_capped(response, self.config.max_response_bytes)
+                    status, headers = response.status, response.headers
+            except (aiohttp.ClientError, OSError) as exc:
+                raise transport_error(exc, self._where, self.config.timeout_secs) from exc
+            if status != 401 or self._oauth is None:
+                break  # a 401 with OAuth2: the token was revoked or expired early; renew it once
         self._log.debug(
             "HTTP endpoint answered.",
             extra={
@@ -380,6 +560,8 @@ class HttpDestination:
         headers = dict(self.config.headers)
         if self._authorization:
             headers["Authorization"] = self._authorization
+        if isinstance(self.config.auth, ApiKeyAuth):
+            headers[self.config.auth.header] = self.config.auth.key.get_secret_value()
         headers.update(
             {
                 "Content-Type": content_type,
@@ -425,6 +607,26 @@ HTTP_DESTINATION = destination_spec(
             "  password: ${BILLING_PASSWORD}\n"
             "timeout_secs: 10\n"
             "ca_file: certs/billing-ca.pem\n",
+        ),
+        Example(
+            "SaaS procurement API: OAuth2 client credentials, at most 5 requests a second",
+            "type: http\n"
+            "name: procurement-api\n"
+            "url: ${PROCUREMENT_URL}/v2/requisitions\n"
+            "auth:\n"
+            "  type: oauth2\n"
+            "  token_url: ${PROCUREMENT_TOKEN_URL}\n"
+            "  client_id: ${PROCUREMENT_CLIENT_ID}\n"
+            "  client_secret: ${PROCUREMENT_CLIENT_SECRET}\n"
+            "  scope: requisitions.write\n"
+            "rate_limit: {per_second: 5, burst: 5}\n",
+        ),
+        Example(
+            "Analytics ingest with an API key header",
+            "type: http\n"
+            "name: analytics\n"
+            "url: https://ingest.example.org/events\n"
+            "auth: {type: api_key, header: X-Api-Key, key: ${ANALYTICS_KEY}}\n",
         ),
     ),
 )
