@@ -307,7 +307,7 @@ class OAuth2Token:
             form.update({"client_id": self.auth.client_id, "client_secret": secret})
         try:
             async with session.post(self.auth.token_url, data=form, headers=headers, allow_redirects=False) as answer:
-                body = await _read_capped(answer, 65536)
+                body = await read_capped(answer, 65536)
                 status = answer.status
         except (aiohttp.ClientError, OSError) as exc:
             raise transport_error(exc, self._where, self._timeout) from exc
@@ -315,7 +315,7 @@ class OAuth2Token:
         if status != 200:
             # 400 invalid_client or 401 usually mean wrong credentials: retryable, so that
             # fixing the secret and redeploying delivers what was queued meanwhile.
-            raise RetryableError(f"{self._where} answered {_status_text(status)}", status_code=status)
+            raise RetryableError(f"{self._where} answered {status_text(status)}", status_code=status)
         try:
             data = json.loads(body)
             token = data["access_token"]
@@ -352,7 +352,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(secs, 0.0), MAX_RETRY_AFTER_SECS)
 
 
-def _status_text(status: int) -> str:
+def status_text(status: int) -> str:
     # The stdlib phrase, not the server's reason line: that one is free text from the peer.
     try:
         return f"HTTP {status} {HTTPStatus(status).phrase}"
@@ -368,8 +368,8 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> SendResult
     """
     if 200 <= status < 300:
         content_type = headers.get("Content-Type", "") or headers.get("content-type", "")
-        return SendResult(response=body, status_code=status, detail=_status_text(status), content_type=content_type)
-    reason = f"endpoint answered {_status_text(status)}"
+        return SendResult(response=body, status_code=status, detail=status_text(status), content_type=content_type)
+    reason = f"endpoint answered {status_text(status)}"
     if status in RETRYABLE_STATUSES or 500 <= status < 600:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         raise RetryableError(reason, status_code=status, response=body, retry_after_secs=retry_after)
@@ -423,7 +423,7 @@ def envelope(item: Outbound) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode("utf-8")
 
 
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """Read at most ``limit`` bytes of the body; the rest is dropped with the connection."""
     chunks: list[bytes] = []
     size = 0
@@ -534,7 +534,7 @@ class HttpDestination:
                     headers=headers_out,
                     allow_redirects=False,
                 ) as response:
-                    body = await _read_capped(response, self.config.max_response_bytes)
+                    body = await read_capped(response, self.config.max_response_bytes)
                     status, headers = response.status, response.headers
             except (aiohttp.ClientError, OSError) as exc:
                 raise transport_error(exc, self._where, self.config.timeout_secs) from exc
