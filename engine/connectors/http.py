@@ -626,7 +626,7 @@ HTTP_DESTINATION = destination_spec(
             "type: http\n"
             "name: analytics\n"
             "url: https://ingest.example.org/events\n"
-            "auth: {type: api_key, header: X-Api-Key, key: ${ANALYTICS_KEY}}\n",
+            "auth: {type: api_key, header: X-Api-Key, key: \"${ANALYTICS_KEY}\"}\n",
         ),
     ),
 )

@@ -21,6 +21,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     },
     "destination": {
         "http": "engine.connectors.http:HTTP_DESTINATION",
+        "soap": "engine.connectors.soap:SOAP_DESTINATION",
         "file": "engine.connectors.file:FILE_DESTINATION",
         "mllp": "engine.connectors.mllp:MLLP_DESTINATION",
     },
@@ -35,6 +36,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",
         "hl7-to-json": "engine.transforms.basic:HL7_TO_JSON",
         "mapping": "engine.mapping.transform:MAPPING_TRANSFORM",
+        "chain": "engine.transforms.chain:CHAIN",
+        "item-to-mfn": "engine.transforms.mfn:ITEM_TO_MFN",
     },
     "store": {
         "sqlite": "engine.store.sqlite:SQLITE_STORE",
