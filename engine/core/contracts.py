@@ -169,6 +169,14 @@ class Destination(Protocol):
     async def send(self, item: Outbound) -> SendResult: ...
 
 
+class EngineServices(Protocol):
+    """Engine operations a destination may use (declare a ``services`` keyword in its factory)."""
+
+    async def load_table(self, name: str, data: bytes) -> dict[str, Any]:
+        """Replace reference table ``name`` with CSV ``data`` and reload every user of it; an
+        invalid file changes nothing and raises ``ConfigError``. Returns name and version."""
+
+
 class ReferenceTables(Protocol):
     """Reference tables a transform shares through the engine (``shared["tables:<dir>"]``).
 

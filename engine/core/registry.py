@@ -22,6 +22,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
     "destination": {
         "http": "engine.connectors.http:HTTP_DESTINATION",
         "soap": "engine.connectors.soap:SOAP_DESTINATION",
+        "table": "engine.connectors.table:TABLE_DESTINATION",
         "file": "engine.connectors.file:FILE_DESTINATION",
         "mllp": "engine.connectors.mllp:MLLP_DESTINATION",
     },

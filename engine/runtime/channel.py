@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.core import registry
 from engine.core.channel import ChannelDef
-from engine.core.contracts import Destination, Document, Outcome, Reply, Source, SubmitResult
+from engine.core.contracts import Destination, Document, EngineServices, Outcome, Reply, Source, SubmitResult
 from engine.core.errors import DuplicateMessage, PermanentError
 from engine.core.logs import BoundLogger, bind
 from engine.core.message import InboundMessage, Outbound, Status, StorageMode
@@ -53,9 +53,16 @@ class ChannelRuntime:
     """Runs one channel. Built by the engine at deploy; ``start``/``stop``/``pause``/``resume``."""
 
     def __init__(
-        self, channel: ChannelDef, store: MessageStore, base_dir: Path, owner: str, shared: dict[str, Any] | None = None
+        self,
+        channel: ChannelDef,
+        store: MessageStore,
+        base_dir: Path,
+        owner: str,
+        shared: dict[str, Any] | None = None,
+        services: EngineServices | None = None,
     ) -> None:
         self.channel = channel
+        self.services = services
         self.name = channel.name
         self.store = store
         self.base_dir = base_dir
@@ -86,7 +93,14 @@ class ChannelRuntime:
     async def open(self) -> None:
         """Build destinations and the source (not started)."""
         for config in self.channel.destinations:
-            dest = build_destination(config, channel=self.name, base_dir=self.base_dir, log=self.log, store=self.store)
+            dest = build_destination(
+                config,
+                channel=self.name,
+                base_dir=self.base_dir,
+                log=self.log,
+                store=self.store,
+                services=self.services,
+            )
             await dest.open()
             self.destinations[config.name] = dest
             if dest.problem:
@@ -537,16 +551,26 @@ def _reply(outcome: DeliveryOutcome) -> Reply:
     return Reply(ok, outcome.response, outcome.response_type, outcome.status_code, "" if ok else outcome.error[:500])
 
 
-def build_destination(config: Any, *, channel: str, base_dir: Path, log: Any, store: MessageStore) -> Destination:
-    """Build a destination from its config; ``store`` is passed to factories that declare it."""
+def build_destination(
+    config: Any,
+    *,
+    channel: str,
+    base_dir: Path,
+    log: Any,
+    store: MessageStore,
+    services: EngineServices | None = None,
+) -> Destination:
+    """Build a destination from its config; ``store`` and ``services`` go to factories that declare them."""
     factory = registry.get("destination", config.type).load_factory()
     kwargs: dict[str, Any] = {"channel": channel, "base_dir": base_dir, "log": log}
     try:
-        accepts_store = "store" in inspect.signature(factory).parameters
+        parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # builtins or C callables without a signature
-        accepts_store = False
-    if accepts_store:
+        parameters = {}  # type: ignore[assignment]
+    if "store" in parameters:
         kwargs["store"] = store
+    if "services" in parameters and services is not None:
+        kwargs["services"] = services
     return factory(config, **kwargs)  # type: ignore[no-any-return]
 
 

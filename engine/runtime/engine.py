@@ -95,7 +95,7 @@ class Engine:
         target = state or (previous.state if previous else channel.initial_state)
         if previous is not None:
             await self._undeploy(name)
-        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner, self.shared)
+        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner, self.shared, self)
         await runtime.open()
         self.channels[name] = runtime
         try:
