@@ -115,7 +115,7 @@ class SubmitResult:
 class SourceContext(Protocol):
     """What the runtime gives a source."""
 
-    channel: str
+    name: str  # the channel's name
     base_dir: Path  # project root: relative paths in configs resolve against it
     log: logging.LoggerAdapter[logging.Logger]
     debug: bool  # the channel allows message content in logs

@@ -18,6 +18,8 @@ from engine.core.spec import KINDS, Kind, PluginSpec
 BUILTIN: dict[Kind, dict[str, str]] = {
     "source": {
         "mllp": "engine.connectors.mllp:MLLP_SOURCE",
+        "http": "engine.connectors.web:HTTP_SOURCE",
+        "fhir": "engine.connectors.web:FHIR_SOURCE",
     },
     "destination": {
         "http": "engine.connectors.http:HTTP_DESTINATION",

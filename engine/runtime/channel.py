@@ -526,7 +526,12 @@ class ChannelRuntime:
         return {
             "name": self.name,
             "state": self.state,
-            "source": {"type": self.channel.source.type, "address": source_address, "ack_mode": self.ack_mode},
+            "source": {
+                "type": self.channel.source.type,
+                "address": source_address,
+                "ack_mode": self.ack_mode,
+                "problem": getattr(self.source, "problem", None),
+            },
             "destinations": [
                 {
                     "name": d.name,

@@ -103,8 +103,8 @@ class Engine:
                 await runtime.start()
             elif target == "paused":
                 await runtime.pause()
-        except OSError as exc:
-            log.error("Channel could not start.", extra={"channel": name, "error": str(exc)})
+        except (OSError, ValueError, JunctionError) as exc:  # a taken port, a bad certificate file, ...
+            log.error("Channel could not start.", extra={"channel": name, "error": str(exc)[:300]})
             await runtime.stop()
         log.info("Channel deployed.", extra={"channel": name, "state": runtime.state})
         return runtime
