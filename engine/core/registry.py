@@ -25,6 +25,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "http": "engine.connectors.http:HTTP_DESTINATION",
         "soap": "engine.connectors.soap:SOAP_DESTINATION",
         "table": "engine.connectors.table:TABLE_DESTINATION",
+        "fhir": "engine.connectors.fhirout:FHIR_DESTINATION",
         "file": "engine.connectors.file:FILE_DESTINATION",
         "mllp": "engine.connectors.mllp:MLLP_DESTINATION",
     },
@@ -34,6 +35,7 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "json": "engine.datatypes.json:JSON",
         "xml": "engine.datatypes.xml:XML",
         "x12": "engine.datatypes.x12:X12",
+        "fhir": "engine.datatypes.fhir:FHIR",
     },
     "transform": {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",
@@ -95,7 +97,7 @@ def all_specs() -> list[PluginSpec]:
 
 # Target models of mappings, by name (``SupplyUsage``): a dict attribute of a module,
 # imported on first use so that core stays free of the canonical package.
-MODEL_TABLES: tuple[str, ...] = ("engine.canonical:MODELS",)
+MODEL_TABLES: tuple[str, ...] = ("engine.canonical:MODELS", "engine.canonical.fhir:FHIR_TARGETS")
 
 
 def models() -> dict[str, type[BaseModel]]:
