@@ -509,30 +509,38 @@ class HttpDestination:
 
     async def send(self, item: Outbound) -> SendResult:
         """Deliver ``item``; raise ``RetryableError`` or ``PermanentError`` on failure."""
+        data, content_type = self._body(item)
+        status, headers, body = await self.exchange(
+            item, self.config.method, self.config.url, data, self._headers(item, content_type)
+        )
+        return classify(status, headers, body)
+
+    async def exchange(
+        self, item: Outbound, method: str, url: str, data: bytes | None, headers_out: dict[str, str]
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One HTTP exchange with this destination's session, auth, rate limit and time-out.
+
+        Returns (status, headers, capped body); raises ``RetryableError`` for transport
+        failures. Subclasses (FHIR) build their own URL and headers and classify themselves.
+        """
         import aiohttp
 
         if self.problem:
             raise RetryableError(self.problem)
         if self._session is None:
             raise RetryableError("the HTTP destination is not open")
-        data, content_type = self._body(item)
         if self._bucket is not None:
             wait = self._bucket.delay()
             if wait > 0:
                 await asyncio.sleep(wait)
         started = time.monotonic()
-        headers_out = self._headers(item, content_type)
         for renewal in (False, True):
             if self._oauth is not None:
                 stale = headers_out.get("Authorization") if renewal else None
                 headers_out["Authorization"] = await self._oauth.header(self._session, stale=stale)
             try:
                 async with self._session.request(
-                    self.config.method,
-                    self.config.url,
-                    data=data,
-                    headers=headers_out,
-                    allow_redirects=False,
+                    method, url, data=data, headers=headers_out, allow_redirects=False
                 ) as response:
                     body = await read_capped(response, self.config.max_response_bytes)
                     status, headers = response.status, response.headers
@@ -549,7 +557,7 @@ class HttpDestination:
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
             },
         )
-        return classify(status, headers, body)
+        return status, headers, body
 
     def _body(self, item: Outbound) -> tuple[bytes, str]:
         if self.config.body == "envelope":
@@ -626,7 +634,7 @@ HTTP_DESTINATION = destination_spec(
             "type: http\n"
             "name: analytics\n"
             "url: https://ingest.example.org/events\n"
-            "auth: {type: api_key, header: X-Api-Key, key: \"${ANALYTICS_KEY}\"}\n",
+            'auth: {type: api_key, header: X-Api-Key, key: "${ANALYTICS_KEY}"}\n',
         ),
     ),
 )

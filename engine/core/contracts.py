@@ -54,6 +54,8 @@ class DataType(Protocol):
 
     content_type: str
     validates: bool  # validate() does real, slow work: the runtime runs it off the event loop
+    # Optional class attribute ``parse_is_slow = True``: ``split`` and ``parse`` run in a worker
+    # thread for every message (they always do for payloads over 256 KB).
     # Optional class attribute ``responds_to_whole = True``: for a payload that ``split`` cut
     # into several messages, ``respond`` is called once with the whole payload (X12: one
     # 997/999 per functional group) instead of answering with the first part's response.
@@ -130,9 +132,11 @@ class SourceContext(Protocol):
         ``DUPLICATE`` (exactly-once intake of files across crashes).
         """
 
-    async def reject(self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True) -> SubmitResult:
+    async def reject(
+        self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True, dedupe_key: str = ""
+    ) -> SubmitResult:
         """Store (when ``store``) a message the source itself refused (e.g. oversize frame) and
-        return a negative response (AR) for it."""
+        return a negative response (AR) for it; ``dedupe_key`` as for ``submit``."""
 
 
 class Source(Protocol):

@@ -18,6 +18,8 @@ from engine.core.spec import KINDS, Kind, PluginSpec
 BUILTIN: dict[Kind, dict[str, str]] = {
     "source": {
         "mllp": "engine.connectors.mllp:MLLP_SOURCE",
+        "folder": "engine.connectors.folder:FOLDER_SOURCE",
+        "sftp": "engine.connectors.sftp:SFTP_SOURCE",
         "http": "engine.connectors.web:HTTP_SOURCE",
         "fhir": "engine.connectors.web:FHIR_SOURCE",
     },
@@ -28,6 +30,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "fhir": "engine.connectors.fhirout:FHIR_DESTINATION",
         "file": "engine.connectors.file:FILE_DESTINATION",
         "mllp": "engine.connectors.mllp:MLLP_DESTINATION",
+        "sftp": "engine.connectors.sftp:SFTP_DESTINATION",
+        "x12": "engine.edi.x12out:X12_DESTINATION",
     },
     "datatype": {
         "hl7v2": "engine.datatypes.hl7v2:HL7V2",
@@ -36,6 +40,8 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "xml": "engine.datatypes.xml:XML",
         "x12": "engine.datatypes.x12:X12",
         "fhir": "engine.datatypes.fhir:FHIR",
+        "delimited": "engine.datatypes.flat:DELIMITED",
+        "fixed-width": "engine.datatypes.flat:FIXED_WIDTH",
     },
     "transform": {
         "passthrough": "engine.transforms.basic:PASSTHROUGH",

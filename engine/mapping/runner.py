@@ -265,7 +265,21 @@ class CompiledMapping:
             apply_rules(self._rules, doc, data, run)
         for name in [k for k in data if k.startswith("_")]:
             del data[name]  # scratch values: usable by rules, not part of the target
+        data = _compact(data)  # list entries skipped by their `when` leave no holes
         try:
             return self.model.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, run) from None
+
+
+def _compact(value: Any) -> Any:
+    """``value`` without the ``None`` slots that skipped list entries leave, at any depth.
+
+    >>> _compact({"ids": [{"v": 1}, None, {"v": 3}], "n": None})
+    {'ids': [{'v': 1}, {'v': 3}], 'n': None}
+    """
+    if isinstance(value, list):
+        return [_compact(item) for item in value if item is not None]
+    if isinstance(value, dict):
+        return {key: _compact(item) for key, item in value.items()}
+    return value

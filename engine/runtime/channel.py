@@ -32,6 +32,7 @@ QUEUE_MAX = 10_000
 BATCH_MAX = 256
 RECOVERY_PAGE = 500
 GATHER_SECS = 0.01
+OFF_LOOP_BYTES = 256 * 1024  # parse/split bigger payloads in a thread (a 5 MB X12 file takes ~0.5 s)
 DUPLICATE = "DUPLICATE"  # SubmitResult.status when a dedupe key was committed before
 
 
@@ -71,6 +72,7 @@ class ChannelRuntime:
         self.log: BoundLogger = bind(log, channel=channel.name)
         self.state = "stopped"
         self.pipeline = Pipeline(channel, base_dir, shared)
+        self._slow_parse = bool(getattr(self.pipeline.datatype, "parse_is_slow", False))
         self.ack_mode: str = getattr(channel.source, "ack_mode", "on_receipt")
         self.destinations: dict[str, Destination] = {}
         self.workers: dict[str, list[DestinationWorker]] = {}
@@ -228,11 +230,19 @@ class ChannelRuntime:
     # -- SourceContext ---------------------------------------------------------------------
 
     async def submit(self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "") -> SubmitResult:
-        parts = self.pipeline.datatype.split(raw) if raw else []
+        if raw and self._off_loop(raw):
+            parts = await asyncio.to_thread(self.pipeline.datatype.split, raw)
+        else:
+            parts = self.pipeline.datatype.split(raw) if raw else []
         if len(parts) > 1:
             return await self._submit_batch(raw, parts, source, dedupe_key)
         # One message (an envelope such as FHS/BHS around it is dropped), or nothing usable.
         return await self._submit_one(parts[0] if parts else raw, source, dedupe_key=dedupe_key)
+
+    def _off_loop(self, raw: bytes) -> bool:
+        """Parse and split in a worker thread: for data types that say parsing is slow (FHIR
+        validates while parsing) and for big payloads, so other connections are not held up."""
+        return self._slow_parse or len(raw) > OFF_LOOP_BYTES
 
     async def _submit_one(
         self,
@@ -244,7 +254,10 @@ class ChannelRuntime:
         respond: bool = True,
     ) -> SubmitResult:
         started = time.perf_counter()
-        header, doc, error = self.pipeline.precheck(raw)
+        if self._off_loop(raw):
+            header, doc, error = await asyncio.to_thread(self.pipeline.precheck, raw)
+        else:
+            header, doc, error = self.pipeline.precheck(raw)
         msg = InboundMessage(
             self.name,
             raw,
@@ -257,7 +270,7 @@ class ChannelRuntime:
             try:
                 await self.store.add_message(msg, status=Status.ERROR, error=f"parse: {error}", dedupe_key=dedupe_key)
             except DuplicateMessage as dup:
-                return SubmitResult(dup.message_id, True, None, DUPLICATE)
+                return await self._duplicate(raw, dup.message_id, respond)
             self.stats.received += 1
             self.stats.errors += 1
             self.log.warning(
@@ -274,7 +287,7 @@ class ChannelRuntime:
             await self.store.add_message(msg, dedupe_key=dedupe_key)
         except DuplicateMessage as dup:
             self._inflight.discard(msg.id)
-            return SubmitResult(dup.message_id, True, None, DUPLICATE)
+            return await self._duplicate(raw, dup.message_id, respond)
         except BaseException:
             self._inflight.discard(msg.id)
             raise
@@ -307,6 +320,16 @@ class ChannelRuntime:
             content_type=result.content_type,
             replies=replies,
         )
+
+    async def _duplicate(self, raw: bytes, message_id: str, respond: bool) -> SubmitResult:
+        """The answer for a payload committed before (a file re-read after a crash): the first
+        message's fate, so a source files it the same way (accepted, or refused with its reason)."""
+        detail = await self.store.get(message_id)
+        error = detail.summary.error if detail is not None else ""
+        refused = error.startswith(("parse:", "refused:"))
+        outcome = Outcome("AR", reason=error[:200], error_code="100") if refused else Outcome("AA")
+        response = self.pipeline.respond(raw, outcome) if respond else None
+        return SubmitResult(message_id, not refused, response, DUPLICATE, reason=error[:500] if refused else "")
 
     async def _submit_batch(
         self, raw: bytes, parts: list[bytes], source: dict[str, Any], dedupe_key: str = ""
@@ -343,17 +366,24 @@ class ChannelRuntime:
             first.reason = "; ".join(reasons)[:1000]
         return first
 
-    async def reject(self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True) -> SubmitResult:
+    async def reject(
+        self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True, dedupe_key: str = ""
+    ) -> SubmitResult:
         msg = InboundMessage(self.name, raw, source={**source, "refused": reason})
         header = self.pipeline.datatype.header(raw)
         msg.control_id = header.control_id[:200]
+        if store:
+            try:
+                await self.store.add_message(
+                    msg, status=Status.ERROR, error=f"refused: {reason}", dedupe_key=dedupe_key
+                )
+            except DuplicateMessage as dup:
+                return SubmitResult(dup.message_id, False, None, DUPLICATE, reason=f"refused: {reason}"[:500])
         self.stats.received += 1
         self.stats.errors += 1
-        if store:
-            await self.store.add_message(msg, status=Status.ERROR, error=f"refused: {reason}")
         self.log.warning("Message refused by the source.", extra={"message_id": msg.id, "reason": reason})
         response = self.pipeline.respond(raw, Outcome("AR", reason=reason[:200], error_code="100"))
-        return SubmitResult(msg.id, False, response, Status.ERROR)
+        return SubmitResult(msg.id, False, response, Status.ERROR, reason=f"refused: {reason}"[:500])
 
     # -- processing ------------------------------------------------------------------------
 

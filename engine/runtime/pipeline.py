@@ -6,6 +6,7 @@ raises: every failure becomes a ``ProcessResult`` with status ERROR or EXCEPTION
 
 from __future__ import annotations
 
+import inspect
 import json
 import zlib
 from collections.abc import Callable
@@ -22,9 +23,17 @@ from engine.core.store import DestinationRoute, ProcessResult
 from engine.runtime.filters import Predicate, compile_filter
 
 
-def build_datatype(config: object) -> DataType:
+def build_datatype(config: object, base_dir: Path | None = None) -> DataType:
+    """Build a data type; ``base_dir`` (for relative layout files) goes to factories that take it."""
     spec = registry.get("datatype", config.type)  # type: ignore[attr-defined]
-    factory: Callable[[object], DataType] = spec.load_factory()
+    factory: Callable[..., DataType] = spec.load_factory()
+    if base_dir is not None:
+        try:
+            takes_base_dir = "base_dir" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            takes_base_dir = False
+        if takes_base_dir:
+            return factory(config, base_dir=base_dir)
     return factory(config)
 
 
@@ -58,7 +67,7 @@ class Pipeline:
     def __init__(self, channel: ChannelDef, base_dir: Path, shared: dict[str, Any] | None = None) -> None:
         self.channel = channel
         shared = {} if shared is None else shared
-        self.datatype = build_datatype(channel.pipeline.datatype)
+        self.datatype = build_datatype(channel.pipeline.datatype, base_dir)
         self.transform = build_transform(channel.pipeline.transform, self.datatype, base_dir, shared)
         self.accept = compile_filter(channel.pipeline.filter)
         self.routes = [

@@ -345,7 +345,8 @@ def test_a_dedupe_key_stores_a_payload_once_also_for_batches(make_project) -> No
         repeat = running.run(channel.submit(batch, {"file": "b.hl7"}, dedupe_key="b.hl7"))
         stored = running.run(running.engine.store.search(MessageQuery(channel="files-in")))
     assert (first.status, first.accepted) == (Status.RECEIVED, True)
-    assert (again.status, again.message_id, again.response) == ("DUPLICATE", first.message_id, None)
+    assert (again.status, again.message_id, again.accepted) == ("DUPLICATE", first.message_id, True)
+    assert again.response is not None and msa(again.response) == ("AA", "D1")  # answered again, as the first time
     assert other.status == Status.RECEIVED and other.message_id != first.message_id
     assert whole.status == Status.RECEIVED and repeat.status == "DUPLICATE"
     assert repeat.message_id == whole.message_id

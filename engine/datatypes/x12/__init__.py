@@ -3,19 +3,44 @@
 Delimiters come from each ISA; envelopes (ISA/IEA, GS/GE, ST/SE counts and control
 numbers) are checked at parse. ``split`` turns a file with several transaction sets into
 one complete interchange per transaction set, so every message keeps its envelope context.
-Transaction schemas, 997/999 acknowledgements and partners come in later increments.
+With ``schema_validation`` (the default) every transaction set that has a schema
+(``schemas/*.yaml``: 850, 855, 856, 810, 997, 999; segment ids only for 835 and 837) is
+validated at parse: a failing one raises ``ParseError`` naming the segment and element, so
+the runtime stores it as ERROR, answers negatively and it can be reprocessed. ``respond``
+builds 997/999 (and TA1) acknowledgements for the whole inbound payload (see ``acks``).
+``hipaa_validation: pyx12`` adds pyx12's 5010 TR3 validation of 835/837 off the hot path.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import datetime as dt
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from engine.core.channel import DataTypeConfig
 from engine.core.contracts import Header, Outcome
 from engine.core.errors import ParseError
 from engine.core.spec import Example, datatype_spec
+from engine.datatypes.x12.acks import acknowledge, next_control_number
 from engine.datatypes.x12.document import SYNTAX, X12Document, parse_path
-from engine.datatypes.x12.tokenizer import Group, Interchange, Segment, Transaction, check, check_interchange, tokenize
+from engine.datatypes.x12.tokenizer import (
+    Group,
+    Interchange,
+    Segment,
+    Transaction,
+    check,
+    check_interchange,
+    decode,
+    tokenize,
+)
+from engine.datatypes.x12.validate import SegmentError, validate_transaction, version_of
+
+HIPAA_SETS = frozenset({"835", "837"})
 
 
 class X12Config(DataTypeConfig):
@@ -25,6 +50,27 @@ class X12Config(DataTypeConfig):
         default=False,
         description="Reject an ISA segment that is not 106 characters wide instead of accepting it with a warning.",
     )
+    schema_validation: bool = Field(
+        default=True,
+        description=(
+            "Validate transaction sets that have a Junction schema (850, 855, 856, 810, 997, 999; segment ids "
+            "for 835/837) at parse; a failing one is stored as ERROR and answered with a rejecting 997/999."
+        ),
+    )
+    acknowledgement: Literal["auto", "997", "999", "off"] = Field(
+        default="auto",
+        description="What respond() sends back: auto (997 before 5010, 999 from 5010), 997 or 999 always, or off.",
+    )
+    hipaa_validation: Literal["pyx12", "off"] = Field(
+        default="off",
+        description="Also validate 835/837 against pyx12's HIPAA maps, off the hot path (slow: ~5 s per MB).",
+    )
+
+    @field_validator("acknowledgement", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: object) -> object:
+        """``acknowledgement: 997`` (a YAML number) means the text "997"."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class X12DataType:
@@ -32,9 +78,14 @@ class X12DataType:
 
     content_type = "application/edi-x12"
     validates = False
+    responds_to_whole = True  # respond() answers a whole multi-transaction payload at once
 
     def __init__(self, config: X12Config | None = None) -> None:
         self.config = config or X12Config(type="x12")
+        self.validates = self.config.hipaa_validation == "pyx12"
+        # ISA13/GS06 of generated acknowledgements; the partner registry may inject its own.
+        self.control_numbers: Callable[[], int] = next_control_number
+        self.clock: Callable[[], dt.datetime] | None = None  # None: the current UTC time
 
     def split(self, raw: bytes) -> list[bytes]:
         """One complete interchange (ISA/GS/ST..SE/GE/IEA) per transaction set.
@@ -87,7 +138,11 @@ class X12DataType:
         return Header(control_id=control[:200], message_type=kind[:20], business_key=key[:400], fields=fields)
 
     def parse(self, raw: bytes) -> X12Document:
-        """Tokenize and check every envelope; ``ParseError`` names the segment and the check."""
+        """Tokenize, check every envelope and (``schema_validation``) every transaction set.
+
+        ``ParseError`` names the segment, element and check (``AK5:5``/``IK5:5`` for schema
+        problems, the envelope codes otherwise), never the content.
+        """
         interchanges, _ = tokenize(raw)
         check(interchanges)
         if self.config.strict_isa_width:
@@ -95,16 +150,111 @@ class X12DataType:
                 if interchange.warnings:
                     reason = "the ISA segment is not fixed width (106 characters)"
                     raise ParseError(reason, interchange.isa.where(), "TA1:024")
+        if self.config.schema_validation:
+            for interchange in interchanges:
+                for group in interchange.groups:
+                    version = version_of(_element(group.gs, 8))
+                    for transaction in group.transactions:
+                        errors = validate_transaction(transaction.segments, interchange.delimiters, version)
+                        if errors:
+                            raise _schema_error(transaction, errors, version)
         return X12Document.from_interchanges(interchanges)
 
     def validate(self, raw: bytes) -> list[str]:
-        return []  # transaction schemas come with the next increment
+        """pyx12 HIPAA validation of 835/837 (``hipaa_validation: pyx12``); problems without content."""
+        if self.config.hipaa_validation != "pyx12":
+            return []
+        try:
+            interchanges, _ = tokenize(raw)
+        except ParseError:
+            return []  # parse reports it
+        sets = {_element(t.segments[0], 1) for i in interchanges for g in i.groups for t in g.transactions}
+        if not sets & HIPAA_SETS:
+            return []
+        return hipaa_problems(raw)
 
     def check_path(self, path: str) -> object:
         return parse_path(path)
 
     def respond(self, raw: bytes, outcome: Outcome) -> bytes | None:
-        return None  # 997/999 generation comes with the next increment
+        """997/999 (and TA1) for every functional group of ``raw``; None for acknowledgements.
+
+        The content comes from Junction's own envelope and schema checks, not from
+        ``outcome``: a 997/999 is a syntax acknowledgement, and a mapping failure of a
+        syntactically valid transaction is not the sender's syntax error.
+        """
+        if self.config.acknowledgement == "off":
+            return None
+        return acknowledge(raw, self.control_numbers, self.clock, self.config.acknowledgement)
+
+
+def _schema_error(transaction: Transaction, errors: list[SegmentError], version: str) -> ParseError:
+    """The first schema problem of a transaction set as a ParseError (position, no content)."""
+    first = errors[0]
+    segments = transaction.segments
+    at = segments[min(max(first.position, 1), len(segments)) - 1]
+    position = f"segment {at.number} ({at.id})"
+    if first.elements:
+        element = first.elements[0]
+        position += f", element {element.position:02d}"
+        if element.component:
+            position += f", component {element.component}"
+    more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+    kind = _element(segments[0], 1)
+    reason = f"the {kind} transaction set does not match its schema: {first.describe()}{more}"
+    return ParseError(reason, position, f"{'IK5' if version >= '005010' else 'AK5'}:5")
+
+
+_PYX12_LOGGER = "pyx12"
+
+
+def hipaa_problems(raw: bytes) -> list[str]:
+    """pyx12's 5010 TR3 findings for an 835/837 payload, as content-free sentences.
+
+    pyx12 logs each finding with the offending value, so its logger is kept from
+    propagating into Junction's logs; the JSON report is read for codes and positions only.
+    """
+    import pyx12.params  # heavy: imported only when HIPAA validation is configured
+    import pyx12.x12n_document
+
+    pyx_logger = logging.getLogger(_PYX12_LOGGER)
+    if pyx_logger.propagate or not pyx_logger.handlers:
+        pyx_logger.addHandler(logging.NullHandler())
+        pyx_logger.propagate = False
+    text, _ = decode(raw)
+    report = io.StringIO()
+    try:
+        pyx12.x12n_document.x12n_document(
+            param=pyx12.params.params(), src_file=io.StringIO(text), fd_997=None, fd_html=None, fd_json=report
+        )
+        data = json.loads(report.getvalue() or "{}")
+    except Exception as exc:  # noqa: BLE001 - pyx12 failures must not fail the message silently
+        return [f"pyx12 could not validate the payload ({type(exc).__name__})"]
+    return _pyx12_findings(data)
+
+
+def _pyx12_findings(data: Any) -> list[str]:
+    problems: list[str] = []
+
+    def codes(node: Any) -> list[str]:
+        return [str(e.get("err_cde", "")) for e in node.get("errors") or []]
+
+    for n, interchange in enumerate(data.get("interchanges") or [], 1):
+        problems.extend(f"interchange {n}: TA1 code {c}" for c in codes(interchange))
+        for g, group in enumerate(interchange.get("groups") or [], 1):
+            problems.extend(f"interchange {n}, group {g}: AK9 code {c}" for c in codes(group))
+            for t, trn in enumerate(group.get("transactions") or [], 1):
+                where = f"interchange {n}, group {g}, transaction set {t}"
+                problems.extend(f"{where}: IK5 code {c}" for c in codes(trn))
+                for seg in trn.get("segments") or []:
+                    at = f"{where}, segment {seg.get('seg_id')} at position {seg.get('seg_count')}"
+                    problems.extend(f"{at}: IK3 code {c}" for c in codes(seg))
+                    for ele in seg.get("elements") or []:
+                        pos = f"element {ele.get('ele_pos')}"
+                        if ele.get("subele_pos"):
+                            pos += f", component {ele.get('subele_pos')}"
+                        problems.extend(f"{at}, {pos}: IK4 code {c}" for c in codes(ele))
+    return problems
 
 
 def _element(segment: Segment | None, index: int) -> str:
@@ -128,7 +278,7 @@ def _wrap(interchange: Interchange, group: Group, transaction: Transaction) -> s
 
 
 def _rebuild_whole(interchange: Interchange) -> str:
-    body: list[list[str]] = []
+    body: list[list[str]] = [s.elements for s in interchange.ta1]
     for group in interchange.groups:
         body.append(group.gs.elements)
         body.extend(s.elements for t in group.transactions for s in t.segments)
@@ -149,5 +299,8 @@ X12 = datatype_spec(
     examples=(
         Example("Defaults: accept a non-fixed-width ISA with a warning", "type: x12"),
         Example("Partners who must send a fixed-width ISA", "type: x12\nstrict_isa_width: true"),
+        Example("Envelope checks only (no transaction schemas)", "type: x12\nschema_validation: false"),
+        Example("A partner that wants 997s for 5010 too", "type: x12\nacknowledgement: '997'"),
+        Example("835/837: add pyx12 HIPAA validation off the hot path", "type: x12\nhipaa_validation: pyx12"),
     ),
 )

@@ -2,7 +2,9 @@
 
 A document is a flat list of segments (ISA to IEA). A path step selects segments by id,
 optionally by occurrence (``[2]``, 1-based) or by a qualifier (``[N101=ST]``); a step
-followed by ``/`` opens the *loop* of each selected segment: that segment and the ones
+followed by ``/`` opens the *loop* of each selected segment. When the transaction set was
+validated against a schema, a loop trigger's loop is exactly the schema loop (an N1 loop
+of the header ends where the detail begins); otherwise it is the segment and the ones
 after it up to the next segment with the same id or the end of the transaction set (SE,
 or CTT, the totals that close the detail area). ``iterate`` gives one view per loop; in a
 view, paths read the loop first and then the whole document.
@@ -125,6 +127,7 @@ class X12Document:
         for interchange in interchanges:
             delims = interchange.delimiters
             entries.append((interchange.isa, delims))
+            entries.extend((ta1, delims) for ta1 in interchange.ta1)
             for group in interchange.groups:
                 entries.append((group.gs, delims))
                 for transaction in group.transactions:
@@ -157,9 +160,18 @@ class X12Document:
         if steps[-1].element:
             raise ValueError(f"cannot iterate {path!r}: name a segment (PO1, HL[HL03=I]), not an element")
         scopes = _scopes(self.entries, steps)
-        if not scopes and self.parent is not None:
-            return self.parent.iterate(path)
-        return [X12Document(scope, self) for scope in scopes]
+        if not scopes:
+            return []  # no such loop here: never the loops of a sibling (another line's lots)
+        # A view falls back to what surrounds the loops, not to the other repeats: a PO1
+        # line without its own REF or DTM reads the header's, never the previous line's.
+        covered = {id(entry) for scope in scopes for entry in scope}
+        context = X12Document(
+            [entry for entry in self.entries if id(entry) not in covered],
+            self.parent,
+            warnings=self.warnings,
+            interchanges=self.interchanges,
+        )
+        return [X12Document(scope, context) for scope in scopes]
 
     def to_data(self) -> Any:
         """The segments as lists of element texts (``[id, el01, el02, ...]``) and the warnings."""
@@ -178,6 +190,10 @@ def _loops(scope: list[Entry], step: Step) -> list[list[Entry]]:
     starts = [i for i, (segment, _) in enumerate(scope) if segment.id == step.segment]
     loops = []
     for start in starts:
+        first = scope[start][0]
+        if first.loop_end:  # the transaction's schema says where this loop ends
+            loops.append(scope[start : min(len(scope), start + 1 + first.loop_end - first.number)])
+            continue
         end = start + 1
         while end < len(scope) and scope[end][0].id != step.segment and scope[end][0].id not in _LOOP_END:
             end += 1

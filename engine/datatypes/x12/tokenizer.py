@@ -36,6 +36,7 @@ class Segment:
 
     elements: list[str]
     number: int  # 1-based position in the payload, for error messages
+    loop_end: int = 0  # a schema loop's trigger: number of the loop's last segment (0: unknown)
 
     @property
     def id(self) -> str:
@@ -72,6 +73,7 @@ class Interchange:
     groups: list[Group] = field(default_factory=list)
     iea: Segment | None = None
     warnings: list[str] = field(default_factory=list)
+    ta1: list[Segment] = field(default_factory=list)  # interchange acknowledgements, before the first GS
 
 
 def decode(raw: bytes) -> tuple[str, str]:
@@ -193,6 +195,8 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
                 raise ParseError("ST outside a functional group or before the previous SE", segment.where(), code)
             transaction = Transaction([segment])
             group.transactions.append(transaction)
+        elif sid == "TA1" and group is None and not interchange.groups:
+            interchange.ta1.append(segment)
         elif transaction is None:
             raise ParseError("segment outside a transaction set (ST..SE)", segment.where(), "TA1:024")
         else:
