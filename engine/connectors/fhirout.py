@@ -215,9 +215,7 @@ FHIR_DESTINATION = destination_spec(
             "  type: oauth2\n"
             "  token_url: ${EHR_TOKEN_URL}\n"
             "  client_id: ${EHR_CLIENT_ID}\n"
-            "  client_secret: ${EHR_CLIENT_SECRET}\n"
-            "transform: {type: chain, steps: [{type: mapping, file: mappings/dft-to-supply-usage.yaml},"
-            " {type: mapping, file: mappings/supply-usage-to-fhir-supplydelivery.yaml}]}\n",
+            "  client_secret: ${EHR_CLIENT_SECRET}\n",
         ),
     ),
 )
