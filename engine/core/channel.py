@@ -126,6 +126,14 @@ class AlertsDef(Strict):
     )
 
 
+class DuplicatesDef(Strict):
+    """Refuse a message whose business key (X12: sender, ISA13, GS06, ST02; HL7: MSH-10 and
+    the sending facility) arrived before within a window: stored as ERROR, answered AR (HL7
+    205) or with a TA1 025 (X12), never processed twice."""
+
+    window_hours: float = Field(gt=0, description="How long a business key counts as seen (partners wrap numbers).")
+
+
 class ChannelDef(Strict):
     """One channel: a source, a pipeline and destinations."""
 
@@ -138,6 +146,9 @@ class ChannelDef(Strict):
     pipeline: PipelineDef
     destinations: list[DestinationConfig] = Field(default_factory=list)
     alerts: AlertsDef | None = Field(None, description="Alerts raised by this channel (exception queue).")
+    duplicates: DuplicatesDef | None = Field(
+        None, description="Refuse a message whose business key was seen within a window (duplicate interchanges)."
+    )
 
     @field_validator("destinations")
     @classmethod

@@ -30,6 +30,7 @@ class Outcome:
     reason: str = ""  # no PHI: describe the shape of the problem, not the values
     position: str = ""  # e.g. "segment 4 (FT1), field 10"
     error_code: str = ""  # e.g. HL7 table 0357 code "207"
+    duplicate: bool = False  # refused as a duplicate (X12 answers with a TA1 025)
 
 
 class Document(Protocol):

@@ -31,7 +31,10 @@ BUILTIN: dict[Kind, dict[str, str]] = {
         "file": "engine.connectors.file:FILE_DESTINATION",
         "mllp": "engine.connectors.mllp:MLLP_DESTINATION",
         "sftp": "engine.connectors.sftp:SFTP_DESTINATION",
+        "database": "engine.connectors.database:DATABASE_DESTINATION",
+        "nats": "engine.connectors.nats:NATS_DESTINATION",
         "x12": "engine.edi.x12out:X12_DESTINATION",
+        "x12-acks": "engine.edi.acks_in:X12_ACKS_DESTINATION",
     },
     "datatype": {
         "hl7v2": "engine.datatypes.hl7v2:HL7V2",

@@ -15,11 +15,13 @@ For each message the destination
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import inspect
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,11 +37,13 @@ from engine.datatypes.x12.writer import GroupSpec, InterchangeSpec, TransactionS
 from engine.edi.control import ControlNumbers
 from engine.edi.generate import GenerateError, generate
 from engine.edi.partners import Partner, load_partner
-from engine.edi.reconcile import SentGroup, record_sent
+from engine.edi.reconcile import SentGroup, overdue, record_sent
 
 __all__ = ["X12_DESTINATION", "X12Destination", "X12DestinationConfig"]
 
 OUT_PREFIX = "edi:out:"
+ALERTED_PREFIX = "edi:ack-overdue-alerted:"
+ACK_CHECK_SECS = 60.0
 CONTENT_TYPE = "application/edi-x12"
 
 
@@ -84,6 +88,7 @@ class X12Destination:
         self.partner: Partner | None = None
         self.route: Any = None
         self._numbers = ControlNumbers(store) if store is not None else None
+        self._watch: asyncio.Task[None] | None = None
         folder = base_dir / config.partners_dir
         file = next(
             (p for p in (folder / f"{config.partner}.yaml", folder / f"{config.partner}.yml") if p.is_file()), None
@@ -113,10 +118,49 @@ class X12Destination:
     async def open(self) -> None:
         if self.route is not None:
             await self.route.open()
+        if self._store is not None and self.partner is not None and self.partner.acks.expect != "none":
+            self._watch = asyncio.create_task(self._watch_acks(), name=f"x12-acks-{self.config.name}")
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         if self.route is not None:
             await self.route.close()
+
+    async def _watch_acks(self) -> None:
+        """Alert once for every group the partner has not acknowledged within ack_timeout_minutes."""
+        while True:
+            try:
+                await self.check_overdue()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive a store hiccup
+                self._log.warning("Could not check for overdue acknowledgements.", extra={"error": str(exc)[:200]})
+            await asyncio.sleep(ACK_CHECK_SECS)
+
+    async def check_overdue(self, *, now: float | None = None) -> list[SentGroup]:
+        """Raise the alert (a warning log event, once per group) for overdue groups; return them."""
+        assert self._store is not None and self.partner is not None
+        raised = []
+        for group in await overdue(self._store, self.partner, now=now):
+            key = f"{ALERTED_PREFIX}{group.partner}:{group.gs06:09d}"
+            if await self._store.get_values(key):
+                continue
+            self._log.warning(
+                "X12 group not acknowledged in time.",
+                extra={
+                    "alert": "x12-ack-overdue",
+                    "partner": group.partner,
+                    "transaction": group.transaction,
+                    "group_control": group.gs06,
+                    "interchange_control": group.isa13,
+                    "message_id": group.message_id,
+                    "minutes": self.partner.acks.ack_timeout_minutes,
+                },
+            )
+            await self._store.put_value(key, str(time.time()))
+            raised.append(group)
+        return raised
 
     async def flush(self) -> None:
         """Make the route's deliveries durable when it batches them (the file destination does)."""

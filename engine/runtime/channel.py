@@ -282,6 +282,9 @@ class ChannelRuntime:
             )
             response = self.pipeline.respond(raw, outcome) if respond else None
             return SubmitResult(msg.id, False, response, Status.ERROR, reason=f"parse: {error}"[:500])
+        seen = await self._seen_before(msg) if self.channel.duplicates and msg.business_key else None
+        if seen is not None:
+            return await self._refuse_duplicate(msg, raw, seen, dedupe_key, respond)
         self._inflight.add(msg.id)
         try:
             await self.store.add_message(msg, dedupe_key=dedupe_key)
@@ -292,6 +295,8 @@ class ChannelRuntime:
             self._inflight.discard(msg.id)
             raise
         self.stats.received += 1
+        if self.channel.duplicates and msg.business_key:
+            await self.store.put_value(self._business_key(msg), json.dumps({"id": msg.id, "at": msg.received_at}))
         waiter: asyncio.Future[ProcessResult] | None = None
         if self.ack_mode == "after_processing":
             waiter = asyncio.get_running_loop().create_future()
@@ -320,6 +325,36 @@ class ChannelRuntime:
             content_type=result.content_type,
             replies=replies,
         )
+
+    def _business_key(self, msg: InboundMessage) -> str:
+        return f"business-key:{self.name}:{msg.business_key}"
+
+    async def _seen_before(self, msg: InboundMessage) -> tuple[str, float] | None:
+        """(message id, time) of an earlier message with the same business key within the window."""
+        assert self.channel.duplicates is not None
+        found = await self.store.get_values(self._business_key(msg))
+        record = found.get(self._business_key(msg))
+        if record is None:
+            return None
+        earlier = json.loads(record)
+        if msg.received_at - float(earlier["at"]) > self.channel.duplicates.window_hours * 3600:
+            return None  # outside the window: a partner that wrapped its numbers
+        return str(earlier["id"]), float(earlier["at"])
+
+    async def _refuse_duplicate(
+        self, msg: InboundMessage, raw: bytes, seen: tuple[str, float], dedupe_key: str, respond: bool
+    ) -> SubmitResult:
+        reason = f"duplicate: the business key was received before (message {seen[0]})"
+        try:
+            await self.store.add_message(msg, status=Status.ERROR, error=reason, dedupe_key=dedupe_key)
+        except DuplicateMessage as dup:
+            return await self._duplicate(raw, dup.message_id, respond)
+        self.stats.received += 1
+        self.stats.errors += 1
+        self.log.warning("Duplicate refused.", extra={"message_id": msg.id, "first_message_id": seen[0]})
+        outcome = Outcome("AR", reason="duplicate message", error_code="205", duplicate=True)
+        response = self.pipeline.respond(raw, outcome) if respond else None
+        return SubmitResult(msg.id, False, response, Status.ERROR, reason=reason)
 
     async def _duplicate(self, raw: bytes, message_id: str, respond: bool) -> SubmitResult:
         """The answer for a payload committed before (a file re-read after a crash): the first

@@ -357,10 +357,10 @@ def test_fixed_width_single_record_type_and_skip_rows() -> None:
 
 
 def test_fixed_width_sample_reads_like_the_csv_sample() -> None:
-    csv_doc = delimited(layout_file="samples/flat/layouts/gpo-contract-csv.yaml").parse(
+    csv_doc = delimited(layout_file="mappings/layouts/gpo-contract-csv.yaml").parse(
         (SAMPLES / "gpo_contract_prices.csv").read_bytes()
     )
-    fixed_doc = fixed(layout_file="samples/flat/layouts/gpo-contract-fixed.yaml").parse(
+    fixed_doc = fixed(layout_file="mappings/layouts/gpo-contract-fixed.yaml").parse(
         (SAMPLES / "gpo_contract_prices.txt").read_bytes()
     )
     for path in (
@@ -558,8 +558,8 @@ def test_layout_file_problems_are_config_errors_naming_the_file(tmp_path: Path, 
 
 def test_shipped_layouts_load() -> None:
     for name in ("item-master", "gpo-contract-csv"):
-        delimited(layout_file=f"samples/flat/layouts/{name}.yaml")
-    fixed(layout_file="samples/flat/layouts/gpo-contract-fixed.yaml")
+        delimited(layout_file=f"mappings/layouts/{name}.yaml")
+    fixed(layout_file="mappings/layouts/gpo-contract-fixed.yaml")
 
 
 def test_registry_builds_both_types_from_their_specs() -> None:
@@ -612,7 +612,7 @@ def test_every_yaml_example_of_the_page_is_valid() -> None:
     for block in blocks:
         data = yaml.safe_load(block)
         if "source" in data:  # a (shortened) mapping: it must compile against the CSV layout
-            parser = delimited(layout_file="samples/flat/layouts/gpo-contract-csv.yaml")
+            parser = delimited(layout_file="mappings/layouts/gpo-contract-csv.yaml")
             compile_mapping(block, models=registry.models(), check_path=parser.check_path, name="flat.md")
             continue
         config = data.get("pipeline", data).get("datatype", data)

@@ -41,7 +41,7 @@ CASES = [  # mapping, data type, layout, sample
 
 
 def datatype(kind: str, layout: str, **settings: Any) -> Delimited | FixedWidth:
-    data = {"type": kind, "layout_file": f"samples/flat/layouts/{layout}.yaml", **settings}
+    data = {"type": kind, "layout_file": f"mappings/layouts/{layout}.yaml", **settings}
     if kind == "delimited":
         return Delimited(DelimitedConfig.model_validate(data), base_dir=ROOT)
     return FixedWidth(FixedWidthConfig.model_validate(data), base_dir=ROOT)
@@ -191,7 +191,7 @@ destinations:
 
 @pytest.mark.parametrize("per_row", [False, True])
 def test_a_channel_pipeline_maps_the_fixed_width_file(per_row: bool) -> None:
-    layout = SAMPLES / "layouts" / "gpo-contract-fixed.yaml"  # absolute: see the report on base_dir
+    layout = "mappings/layouts/gpo-contract-fixed.yaml"  # relative to the project root (the pipeline's base_dir)
     text = CHANNEL.format(layout=layout, mapping=PRICES, per_row=str(per_row).lower())
     pipeline = Pipeline(load_channel("gpo-prices.yaml", env={}, text=text), ROOT)
     raw = (SAMPLES / "gpo_contract_prices.txt").read_bytes()

@@ -26,7 +26,7 @@ from engine.core.channel import DataTypeConfig
 from engine.core.contracts import Header, Outcome
 from engine.core.errors import ParseError
 from engine.core.spec import Example, datatype_spec
-from engine.datatypes.x12.acks import acknowledge, next_control_number
+from engine.datatypes.x12.acks import acknowledge, next_control_number, reject_interchange
 from engine.datatypes.x12.document import SYNTAX, X12Document, parse_path
 from engine.datatypes.x12.tokenizer import (
     Group,
@@ -185,6 +185,8 @@ class X12DataType:
         """
         if self.config.acknowledgement == "off":
             return None
+        if outcome.duplicate:  # the runtime refused a resent interchange: TA1 025, nothing else
+            return reject_interchange(raw, "025", self.control_numbers, self.clock() if self.clock else None)
         return acknowledge(raw, self.control_numbers, self.clock, self.config.acknowledgement)
 
 

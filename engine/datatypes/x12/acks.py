@@ -331,6 +331,21 @@ def _reject_unreadable(
     raw: bytes, error: ParseError, control_numbers: Callable[[], int], moment: dt.datetime
 ) -> bytes | None:
     """A TA1 rejecting an interchange that does not tokenize, when its ISA can still be read."""
+    kind, _, number = error.code.partition(":")
+    if kind == "TA1" and len(number) == 3:
+        code = number
+    elif error.position.startswith("after segment"):
+        code = "023"  # the payload ends inside the interchange: improper (premature) end-of-file
+    else:
+        code = "024"
+    return reject_interchange(raw, code, control_numbers, moment)
+
+
+def reject_interchange(
+    raw: bytes, code: str, control_numbers: Callable[[], int] = next_control_number, moment: dt.datetime | None = None
+) -> bytes | None:
+    """A TA1 rejecting the interchange of ``raw`` with note code ``code`` (025: duplicate
+    interchange control number), when its ISA can be read; None otherwise."""
     text, encoding = decode(raw)
     try:
         delims, end, _ = read_delimiters(text, 0)
@@ -339,17 +354,10 @@ def _reject_unreadable(
     isa = text[: end - 1].split(delims.element)
     if len(isa) != ISA_ELEMENTS + 1:
         return None
-    kind, _, number = error.code.partition(":")
-    if kind == "TA1" and len(number) == 3:
-        code = number
-    elif error.position.startswith("after segment"):
-        code = "023"  # the payload ends inside the interchange: improper (premature) end-of-file
-    else:
-        code = "024"
     line_break = "\r\n" if text.startswith("\r\n", end) else "\n" if text.startswith("\n", end) else ""
     fake = Interchange(delims, Segment(isa, 1), text[:end], line_break)
     answer = _Writer(fake).interchange(
-        isa, ("R", code), [], control_numbers(), moment, five010=isa[12].strip() == "00501"
+        isa, ("R", code), [], control_numbers(), moment or _utcnow(), five010=isa[12].strip() == "00501"
     )
     return answer.encode(encoding, errors="replace")
 
