@@ -158,20 +158,32 @@ def run(ctx: click.Context) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.pass_context
 def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
-    """Check channel files offline; print every error as file:line:col and exit 1 if any."""
+    """Check channel, mapping and partner files offline; print every error as file:line:col, exit 1 if any."""
     from engine.core.errors import ConfigError
     from engine.core.loader import channel_files, load_channel
 
     project = _project(ctx)
-    defaults = [d for d in (project / "channels", project / "mappings") if d.is_dir()]
+    folders = (project / "channels", project / "mappings", project / "config" / "partners")
+    defaults = [d for d in folders if d.is_dir()]
     targets = channel_files(paths or defaults)
     errors = 0
-    for file in targets:
+    channels = []
+    for file in [f for f in targets if not _is_mapping(f) and not _is_partner(f)]:
         try:
-            if "mappings" in file.parts:
-                _check_mapping(file)
+            channels.append(load_channel(file))
+        except ConfigError as exc:
+            for diagnostic in exc.diagnostics:
+                click.echo(str(diagnostic))
+            errors += len(exc.diagnostics)
+    datatypes = _mapping_datatypes(channels, project)
+    for file in [f for f in targets if _is_mapping(f) or _is_partner(f)]:
+        try:
+            if _is_partner(file):
+                from engine.edi.partners import load_partner
+
+                load_partner(file)
             else:
-                load_channel(file)
+                _check_mapping(file, datatypes.get(file.resolve()), project)
         except ConfigError as exc:
             for diagnostic in exc.diagnostics:
                 click.echo(str(diagnostic))
@@ -182,8 +194,36 @@ def validate(ctx: click.Context, paths: tuple[str, ...]) -> None:
     click.echo(f"ok: {len(targets)} file(s) valid", err=True)
 
 
-def _check_mapping(file: Path) -> None:
-    """Compile a mapping file (raises ConfigError), checking paths with its data type."""
+def _is_mapping(file: Path) -> bool:
+    return "mappings" in file.parts
+
+
+def _is_partner(file: Path) -> bool:
+    return file.parent.name == "partners" and file.parent.parent.name == "config"
+
+
+def _mapping_datatypes(channels: list[Any], project: Path) -> dict[Path, Any]:
+    """Mapping file -> the data type config of a channel that runs it (its layout decides paths)."""
+    found: dict[Path, Any] = {}
+
+    def visit(transform: Any, datatype: Any) -> None:
+        if transform is None:
+            return
+        if getattr(transform, "type", "") == "mapping":
+            found.setdefault((project / transform.file).resolve(), datatype)
+        for index, step in enumerate(getattr(transform, "steps", None) or []):
+            visit(step, datatype if index == 0 else None)  # later chain steps read JSON
+
+    for channel in channels:
+        visit(channel.pipeline.transform, channel.pipeline.datatype)
+        for destination in channel.destinations:
+            visit(destination.transform, channel.pipeline.datatype)
+    return found
+
+
+def _check_mapping(file: Path, datatype_config: Any = None, project: Path | None = None) -> None:
+    """Compile a mapping file (raises ConfigError), checking paths with the data type of a channel
+    that runs it, or the mapping's ``source`` data type with default settings."""
     import yaml
 
     from engine.core import registry
@@ -191,9 +231,17 @@ def _check_mapping(file: Path) -> None:
 
     check = None
     try:
-        source = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("source")
-        spec = registry.get("datatype", str(source))
-        datatype = spec.load_factory()(spec.config.model_validate({"type": spec.name}))
+        if datatype_config is not None:
+            spec = registry.get("datatype", datatype_config.type)
+            factory = spec.load_factory()
+            try:
+                datatype = factory(datatype_config, base_dir=project)
+            except TypeError:
+                datatype = factory(datatype_config)
+        else:
+            source = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("source")
+            spec = registry.get("datatype", str(source))
+            datatype = spec.load_factory()(spec.config.model_validate({"type": spec.name}))
         check = getattr(datatype, "check_path", None)
     except (yaml.YAMLError, OSError, AttributeError, registry.UnknownPlugin):
         pass  # compile_mapping reports the problem with its position
