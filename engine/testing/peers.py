@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -89,6 +90,62 @@ class HttpPeer:
     def snapshot(self) -> list[Received]:
         with self.lock:
             return list(self.received)
+
+
+class MllpPeer(socketserver.ThreadingTCPServer):
+    """A minimal MLLP listener (an EHR's inbound interface): records each framed message and
+    answers AA with its MSH-10. Serve it in a thread (``with MllpPeer() as peer``) or call
+    ``serve_forever`` yourself."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _MllpHandler)
+        self.messages: list[str] = []
+        self.lock = threading.Lock()
+        self._serving: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    def snapshot(self) -> list[str]:
+        with self.lock:
+            return list(self.messages)
+
+    def __enter__(self) -> MllpPeer:
+        self._serving = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._serving.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _MllpHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server: MllpPeer = self.server  # type: ignore[assignment]
+        self.request.settimeout(30)
+        buffer = b""
+        while True:
+            try:
+                chunk = self.request.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\x1c\r" in buffer:
+                frame, _, buffer = buffer.partition(b"\x1c\r")
+                text = frame[frame.find(b"\x0b") + 1 :].decode("utf-8")
+                with server.lock:
+                    server.messages.append(text)
+                control = text.split("\r", 1)[0].split("|")[9]
+                stamp = time.strftime("%Y%m%d%H%M%S")
+                ack = f"MSH|^~\\&|EHR||JUNCTION||{stamp}||ACK|A{control}|P|2.6\rMSA|AA|{control}\r"
+                self.request.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
 
 
 def free_port() -> int:

@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import socketserver
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from engine.connectors.tryton.source import TrytonSource
 from engine.core.errors import PermanentError, RetryableError
 from engine.core.logs import bind
 from engine.core.message import Outbound, new_id
-from engine.testing.peers import EngineThread
+from engine.testing.peers import EngineThread, MllpPeer
 from engine.testing.tryton import TrytonServer, tryton_available
 
 pytestmark = pytest.mark.integration
@@ -438,45 +437,6 @@ def test_invoice_for_an_unknown_purchase_fails_permanently(tryton: TrytonServer)
 # -- products polled -> item-to-mfn -> MLLP --------------------------------------------------------
 
 
-class _MllpPeer(socketserver.ThreadingTCPServer):
-    """A minimal MLLP listener: records each framed message and answers AA with its MSH-10."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _MllpHandler)
-        self.messages: list[str] = []
-        self.lock = threading.Lock()
-
-    def snapshot(self) -> list[str]:
-        with self.lock:
-            return list(self.messages)
-
-
-class _MllpHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        server: _MllpPeer = self.server  # type: ignore[assignment]
-        self.request.settimeout(30)
-        buffer = b""
-        while True:
-            try:
-                chunk = self.request.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buffer += chunk
-            while b"\x1c\r" in buffer:
-                frame, _, buffer = buffer.partition(b"\x1c\r")
-                text = frame[frame.find(b"\x0b") + 1 :].decode("utf-8")
-                with server.lock:
-                    server.messages.append(text)
-                control = text.split("\r", 1)[0].split("|")[9]
-                ack = f"MSH|^~\\&|EHR||JUNCTION||{time.strftime('%Y%m%d%H%M%S')}||ACK|A{control}|P|2.6\rMSA|AA|{control}\r"
-                self.request.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
-
-
 def wait_for(check: Any, timeout: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -516,7 +476,7 @@ def test_polled_products_reach_the_ehr_as_mfn_m16_once_per_version(
     code = unique("CATH")
     product = make_product(tryton, code, "Central line catheter")
     project: Path = make_project({"tryton-items": CHANNEL})
-    peer = _MllpPeer()
+    peer = MllpPeer()
     serving = threading.Thread(target=peer.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     serving.start()
     monkeypatch.setenv("TRYTON_URL", tryton.url)
