@@ -185,7 +185,7 @@ class X12DataType:
         """
         if self.config.acknowledgement == "off":
             return None
-        if outcome.duplicate:  # the runtime refused a resent interchange: TA1 025, nothing else
+        if getattr(outcome, "duplicate", False):  # the runtime refused a resent interchange: TA1 025 only
             return reject_interchange(raw, "025", self.control_numbers, self.clock() if self.clock else None)
         return acknowledge(raw, self.control_numbers, self.clock, self.config.acknowledgement)
 
