@@ -19,7 +19,17 @@ from engine.core.channel import FilterRule
 from engine.core.errors import ConfigError, Diagnostic
 from engine.core.loader import Loc, YamlDoc, load_yaml, pydantic_diagnostics
 from engine.mapping.runner import CompiledMapping, RulePlan
-from engine.mapping.steps import Options, build_object, compile_condition, first_field, parse_key, produced_leaf
+from engine.mapping.steps import (
+    Options,
+    balance_check,
+    build_object,
+    compile_condition,
+    first_field,
+    item_leaf,
+    parse_key,
+    parse_list_key,
+    produced_leaf,
+)
 from engine.mapping.syntax import FieldSpec, MappingFile, Rule, import_python
 
 PathCheck = Callable[[str], object]
@@ -229,11 +239,19 @@ def is_target_field(field: str, names: frozenset[str]) -> bool:
 
 
 def _rule(rule: Rule, names: frozenset[str]) -> RulePlan:
-    leaf = produced_leaf(names)
+    leaf = item_leaf if rule.for_each is not None else produced_leaf(names)
     when = compile_condition(rule.when, leaf) if rule.when is not None else None
-    return RulePlan(
-        rule.name, rule.message, rule.severity, first_field(rule.check), when, compile_condition(rule.check, leaf)
-    )
+    if rule.balance is not None:
+        b = rule.balance
+        return RulePlan(
+            rule.name, rule.message, rule.severity, b.total, when, balance_check(b.total, b.sum, b.minus, b.tolerance)
+        )
+    assert rule.check is not None
+    for_each = parse_list_key(rule.for_each) if rule.for_each is not None else None
+    if for_each is not None and isinstance(for_each[-1], str):
+        for_each = (*for_each, None)  # `lines` means every item of lines
+    check = compile_condition(rule.check, leaf)
+    return RulePlan(rule.name, rule.message, rule.severity, first_field(rule.check), when, check, for_each)
 
 
 class Checker:
@@ -270,9 +288,18 @@ class Checker:
             self._fields(fields, ("fields",), model, top=True, hooked=isinstance(data.get("python"), str))
         self._condition(data.get("when"), ("when",), self.names)
         for i, rule in enumerate(data.get("rules") or []):
-            if isinstance(rule, dict):
-                self._condition(rule.get("when"), ("rules", i, "when"), self.names)
-                self._condition(rule.get("check"), ("rules", i, "check"), self.names)
+            if not isinstance(rule, dict):
+                continue
+            for_each = rule.get("for_each")
+            if isinstance(for_each, str):
+                # item rules read the produced items only: their fields are not source paths
+                key = parse_list_key(for_each)
+                if key is None or not isinstance(key[0], str) or key[0] not in self.names:
+                    hint = "a produced list such as lines or orders[*].packs[*].items[*]"
+                    self.doc.error(("rules", i, "for_each"), f'"{for_each}" is not a list the mapping produces', hint)
+                continue
+            self._condition(rule.get("when"), ("rules", i, "when"), self.names)
+            self._condition(rule.get("check"), ("rules", i, "check"), self.names)
         return model
 
     def _source(self, source: Any) -> None:

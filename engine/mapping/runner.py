@@ -19,6 +19,7 @@ from engine.core.errors import MappingError
 from engine.mapping.tables import Tables
 
 Key = tuple[str | int, ...]
+ListKey = tuple[str | int | None, ...]  # None: every item of a list ([*])
 
 
 @dataclass(slots=True)
@@ -139,7 +140,7 @@ def as_text(value: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class RulePlan:
-    """A compiled validation rule; predicates take ``(doc, data)``."""
+    """A compiled validation rule; predicates take ``(doc, data)`` (``(doc, item)`` with ``for_each``)."""
 
     name: str
     message: str
@@ -147,6 +148,27 @@ class RulePlan:
     field: str
     when: Predicate | None
     check: Predicate
+    for_each: ListKey | None = None  # a produced list path; None segments ([*]) fan out
+
+
+def items_at(data: Any, key: ListKey, where: str = "") -> list[tuple[str, Any]]:
+    """(position, item) for every item a list path reaches; ``None`` in ``key`` is ``[*]``.
+
+    >>> items_at({"orders": [{"items": [1, 2]}, {"items": [3]}]}, ("orders", None, "items", None))
+    [('orders[0].items[0]', 1), ('orders[0].items[1]', 2), ('orders[1].items[0]', 3)]
+    """
+    if not key:
+        return [(where, data)]
+    part, rest = key[0], key[1:]
+    if part is None:
+        if not isinstance(data, list):
+            return []
+        return [found for i, item in enumerate(data) for found in items_at(item, rest, f"{where}[{i}]")]
+    if isinstance(part, int):
+        inside = data[part] if isinstance(data, list) and part < len(data) else None
+        return [] if inside is None else items_at(inside, rest, f"{where}[{part}]")
+    inside = data.get(part) if isinstance(data, dict) else None
+    return [] if inside is None else items_at(inside, rest, f"{where}.{part}" if where else part)
 
 
 @dataclass
@@ -161,18 +183,25 @@ class MappingResult:
 
 def apply_rules(rules: Sequence[RulePlan], doc: Document, data: dict[str, Any], run: Run) -> None:
     """Record warnings; raise ``RuleErrors`` listing every failed ``error`` rule."""
-    subject = (doc, data)
     failures: list[MappingError] = []
     for rule in rules:
-        if rule.when is not None and not rule.when(subject):
-            continue
-        if rule.check(subject):
-            continue
-        if rule.severity == "warn":
-            where = f" (field {rule.field})" if rule.field else ""
-            run.warnings.append(f"{run.label}{rule.name}: {rule.message}{where}")
+        if rule.for_each is None:
+            subjects = [("", (doc, data))]
         else:
-            failures.append(MappingError(f"{run.label}{rule.message}", rule=rule.name, field=rule.field))
+            # the list as the object has it: list items a `when` skipped leave no gap
+            subjects = [(where, (doc, item)) for where, item in items_at(_compact(data), rule.for_each)]
+        for where, subject in subjects:
+            if rule.when is not None and not rule.when(subject):
+                continue
+            if rule.check(subject):
+                continue
+            field = f"{where}.{rule.field}" if where and rule.field else where or rule.field
+            label = f"{run.label}{where}: " if where else run.label
+            if rule.severity == "warn":
+                shown = f" (field {field})" if field else ""
+                run.warnings.append(f"{label}{rule.name}: {rule.message}{shown}")
+            else:
+                failures.append(MappingError(f"{label}{rule.message}", rule=rule.name, field=field))
     if failures:
         raise RuleErrors(failures)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from engine.core.channel import FilterRule
@@ -27,6 +28,7 @@ from engine.mapping.runner import (
     Run,
     as_text,
     get_path,
+    items_at,
 )
 from engine.mapping.syntax import FieldSpec, Lookup, Part, Uom, import_python
 
@@ -54,6 +56,73 @@ def parse_key(text: str) -> Key | None:
         key.append(match.group(1))
         key.extend(int(i) for i in _INDEX.findall(match.group(2)))
     return tuple(key)
+
+
+def parse_list_key(text: str) -> tuple[str | int | None, ...] | None:
+    """Like ``parse_key`` with ``[*]`` for every item (None in the key); None if malformed.
+
+    >>> parse_list_key("orders[*].packs[0].items[*]")
+    ('orders', None, 'packs', 0, 'items', None)
+    """
+    key: list[str | int | None] = []
+    for piece in text.split("."):
+        match = _LIST_KEY_PART.fullmatch(piece)
+        if match is None:
+            return None
+        key.append(match.group(1))
+        key.extend(None if i == "*" else int(i) for i in _LIST_INDEX.findall(match.group(2)))
+    return tuple(key)
+
+
+_LIST_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[(?:\d+|\*)\])*)")
+_LIST_INDEX = re.compile(r"\[(\d+|\*)\]")
+
+
+def item_leaf(field: str) -> Callable[[Any], str | None]:
+    """Condition leaves of item rules (``for_each``): every field names a field of the item."""
+    key = parse_key(field)
+    if key is None:
+        return lambda _subject: None
+    return lambda subject: as_text(get_path(subject[1], key))
+
+
+def balance_check(total: str, added: list[str], subtracted: list[str], tolerance: Decimal) -> Predicate:
+    """A predicate over ``(doc, data)``: the amount at ``total`` equals the sum at ``added`` less
+    the sum at ``subtracted`` (``[*]`` reaches every list item) within ``tolerance``.
+
+    >>> check = balance_check("paid", ["claims[*].amount"], ["fees[*]"], Decimal(0))
+    >>> check((None, {"paid": "90.00", "claims": [{"amount": "60"}, {"amount": "40"}], "fees": ["10"]}))
+    True
+    >>> check((None, {"paid": "95.00", "claims": [{"amount": "60"}, {"amount": "40"}], "fees": ["10"]}))
+    False
+    """
+    total_key = parse_list_key(total)
+    plus = [parse_list_key(p) for p in added]
+    minus = [parse_list_key(p) for p in subtracted]
+
+    def amounts(data: Any, keys: list[tuple[str | int | None, ...] | None]) -> Decimal | None:
+        found = Decimal(0)
+        for key in keys:
+            if key is None:
+                return None
+            for _where, value in items_at(data, key):
+                try:
+                    found += Decimal(str(value))
+                except (ArithmeticError, ValueError):
+                    return None
+        return found
+
+    def check(subject: Any) -> bool:
+        data = subject[1]
+        stated = amounts(data, [total_key])
+        expected_plus, expected_minus = amounts(data, plus), amounts(data, minus)
+        if stated is None or expected_plus is None or expected_minus is None:
+            return False
+        if total_key is not None and not items_at(data, total_key):
+            return False  # nothing to balance against: the rule fails rather than passes silently
+        return abs(stated - (expected_plus - expected_minus)) <= tolerance
+
+    return check
 
 
 # --- conditions ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -209,14 +210,39 @@ _VALUE_KEYS = ("sep", "all", "trim", "regex", "upper", "lower", "map", "lookup",
 FieldRule = Annotated[FieldSpec, BeforeValidator(_path_short_form, json_schema_input_type=str | FieldSpec)]
 
 
+class Balance(Strict):
+    """An arithmetic check over produced amounts: ``total`` = sum of ``sum`` - sum of ``minus``."""
+
+    total: str = Field(min_length=1, description="The produced amount that must balance, e.g. payment.amount.")
+    sum: list[str] = Field(min_length=1, description="Produced amounts added up; [*] for every list item.")
+    minus: list[str] = Field(default_factory=list, description="Produced amounts subtracted; [*] for every list item.")
+    tolerance: Decimal = Field(Decimal(0), ge=0, description="Largest difference still counted as balanced.")
+
+
 class Rule(Strict):
-    """A validation rule over the produced object (or the source)."""
+    """A validation rule over the produced object (or the source), or over each item of a list."""
 
     name: str = Field(min_length=1, description="Rule name, reported with failures (e.g. high-cost-needs-charge).")
+    for_each: str | None = Field(
+        None,
+        description="Check every item of a produced list (lines, or orders[*].packs[*].items[*]); "
+        "fields in when and check then name the item's fields.",
+    )
     when: FilterRule | None = Field(None, description="Apply the rule only when this condition holds.")
-    check: FilterRule = Field(description="The condition that must hold; field names a target field or source path.")
+    check: FilterRule | None = Field(
+        None, description="The condition that must hold; field names a target field or source path."
+    )
+    balance: Balance | None = Field(None, description="Instead of check: amounts that must add up.")
     message: str = Field(min_length=1, description="What is wrong, for the exception queue (no PHI).")
     severity: Literal["error", "warn"] = Field("error", description="error: the message fails; warn: annotate it.")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Rule:
+        if (self.check is None) == (self.balance is None):
+            raise ValueError("give a rule exactly one of check or balance")
+        if self.balance is not None and self.for_each is not None:
+            raise ValueError("balance rules read the whole object; for_each applies to check rules")
+        return self
 
 
 class MappingFile(Strict):

@@ -196,14 +196,12 @@ def test_corpus_remittances_balance_or_show_why(corpus: Path) -> None:
         assert (problem in remittance.balance_problems()) is not balanced
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the mapping language has no sums: a remittance-balances rule cannot be written (see the report)",
-)
 def test_unbalanced_remittance_is_reported_by_a_mapping_rule(corpus: Path) -> None:
     raw = X12.split((corpus / "x12" / "835_5010_oopfactory_nth.edi").read_bytes())[0]
     result = run("835", raw)
-    assert any(warning.startswith("remittance-balances:") for warning in result.warnings)
+    assert any("remittance-balances:" in warning for warning in result.warnings)
+    balanced = run("835", sample("835_5010_remittance_adjustments.edi"))
+    assert not any("remittance-balances" in warning for warning in balanced.warnings)
 
 
 def test_corpus_835_with_invalid_payment_dates_are_exceptions(corpus: Path) -> None:
@@ -230,7 +228,12 @@ def test_835_multi_reason_cas_and_plb_are_flagged() -> None:
         version="005010X221A1",
     )
     result = run("835", raw)
-    assert [w.split(":")[0] for w in result.warnings] == ["adjustments-complete", "provider-adjustments-complete"]
+    # 50.00 paid against 60.00 less the one PLB amount mapped (5.00): flagged, not silently accepted
+    assert [w.split(":")[0] for w in result.warnings] == [
+        "adjustments-complete",
+        "provider-adjustments-complete",
+        "remittance-balances",
+    ]
     remittance = result.objects[0]
     assert isinstance(remittance, Remittance)
     assert remittance.claims[0].service_lines[0].adjustments[0].amount == Decimal("30.00")
