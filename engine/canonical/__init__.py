@@ -95,6 +95,7 @@ _TOP_LEVEL: tuple[type[BaseModel], ...] = (
     ChargeEvent,
     SupplyUsage,
     Remittance,
+    PatientRef,
 )
 MODELS: dict[str, type[BaseModel]] = {model.__name__: model for model in _TOP_LEVEL}
 """Canonical objects by class name: the mapping targets and the exported schemas."""

@@ -12,11 +12,14 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from engine.canonical.common import CanonicalModel, Text
+from engine.canonical.common import BusinessObject, CanonicalModel, Text
 
 
-class PatientRef(CanonicalModel):
-    """A patient identifier with its assigning authority (HL7 PID-3: CX.1, CX.4, CX.5)."""
+class PatientRef(BusinessObject):
+    """A patient identifier with its assigning authority (HL7 PID-3: CX.1, CX.4, CX.5).
+
+    A canonical object of its own (versioned, with an exported schema): supply and finance
+    objects embed it, and a patient merge or identifier change can travel as one."""
 
     id: Text = Field(description="Patient identifier, e.g. the medical record number.")
     assigning_authority: str | None = Field(None, description="Who issued the identifier (CX.4), e.g. the facility.")

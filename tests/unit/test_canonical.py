@@ -459,6 +459,7 @@ def test_models_are_business_objects_with_schema_version() -> None:
         "ChargeEvent",
         "SupplyUsage",
         "Remittance",
+        "PatientRef",
     }
     for name, model in MODELS.items():
         assert model.model_fields["schema_version"].default == "1.0", name
