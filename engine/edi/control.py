@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from engine.core.store import MessageStore
+from engine.datatypes.x12.acks import next_control_number
+from engine.edi.partners import Partner, find_partner
 
-__all__ = ["MAX_CONTROL", "ControlKind", "ControlNumbers", "DuplicateInterchanges"]
+log = logging.getLogger("junction.edi")
+
+__all__ = ["MAX_CONTROL", "ControlKind", "ControlNumbers", "DuplicateInterchanges", "ReservedNumbers"]
 
 MAX_CONTROL = 999_999_999
 ControlKind = Literal["interchange", "group", "transaction"]
@@ -123,3 +130,58 @@ class DuplicateInterchanges:
                     pass  # an unreadable record is replaced below
             await self.store.put_value(key, repr(stamp))
             return False
+
+
+class ReservedNumbers:
+    """Control numbers for the acknowledgements an inbound X12 channel sends back (997/999/TA1).
+
+    ``X12DataType.respond`` is synchronous, so numbers are reserved ahead from the partner's
+    interchange counter (the same counter the ``x12`` destination uses, so an ack never
+    repeats the ISA13 of an 850 sent to the same partner) and refilled in the background when
+    half a block is used. Reserved numbers a restart leaves unused are skipped, never reused.
+    """
+
+    def __init__(self, store: MessageStore, partners: Mapping[str, Partner], *, block: int = 200) -> None:
+        self.numbers = ControlNumbers(store)
+        self.partners = partners
+        self.block = block
+        self._free: dict[str, deque[int]] = {}
+        self._refilling: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def reserve(self) -> None:
+        """Reserve a block for every partner (call on the engine's loop before answering)."""
+        self._loop = asyncio.get_running_loop()
+        for name in self.partners:
+            self._free[name] = deque(await self.numbers.take(name, "interchange", self.block))
+
+    def for_sender(self, qualifier: str, sender: str) -> Callable[[], int] | None:
+        """The allocator for acknowledgements to the partner with this ISA05/ISA06, or None."""
+        partner = find_partner(self.partners, qualifier, sender)
+        if partner is None or partner.name not in self._free:
+            return None
+        return lambda: self._next(partner.name)
+
+    def _next(self, name: str) -> int:
+        free = self._free[name]
+        if len(free) <= self.block // 2:
+            self._refill(name)
+        if free:
+            return free.popleft()
+        log.warning("Reserved control numbers ran out; using a clock-based number.", extra={"partner": name})
+        return next_control_number()
+
+    def _refill(self, name: str) -> None:
+        if name in self._refilling or self._loop is None:
+            return
+        self._refilling.add(name)
+
+        async def refill() -> None:
+            try:
+                self._free[name].extend(await self.numbers.take(name, "interchange", self.block))
+            except Exception as exc:  # noqa: BLE001 - the clock-based fallback covers a store hiccup
+                log.warning("Could not reserve control numbers.", extra={"partner": name, "error": str(exc)[:200]})
+            finally:
+                self._refilling.discard(name)
+
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(refill()) if self._loop else None)

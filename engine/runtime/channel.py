@@ -19,7 +19,7 @@ from typing import Any
 from engine.core import registry
 from engine.core.channel import ChannelDef
 from engine.core.contracts import Destination, Document, EngineServices, Outcome, Reply, Source, SubmitResult
-from engine.core.errors import DuplicateMessage, PermanentError
+from engine.core.errors import ConfigError, DuplicateMessage, PermanentError
 from engine.core.logs import BoundLogger, bind
 from engine.core.message import InboundMessage, Outbound, Status, StorageMode
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
@@ -116,8 +116,31 @@ class ChannelRuntime:
                 webhook, channel=self.name, base_dir=self.base_dir, log=self.log, store=self.store
             )
             await self.alert_destination.open()
+        await self._partner_numbers()
         spec = registry.get("source", self.channel.source.type)
         self.source = spec.load_factory()(self.channel.source, self)
+
+    async def _partner_numbers(self) -> None:
+        """X12 acknowledgements to a known partner take ISA13/GS06 from that partner's counter."""
+        datatype = self.pipeline.datatype
+        folder = self.base_dir / "config" / "partners"
+        if not hasattr(datatype, "control_numbers_for") or not folder.is_dir():
+            return
+        from engine.edi.control import ReservedNumbers
+        from engine.edi.partners import load_partners
+
+        try:
+            partners = load_partners(folder)
+        except ConfigError as exc:
+            first = exc.diagnostics[0] if exc.diagnostics else None
+            self.log.warning(
+                "Partner files are invalid; acknowledgements use clock-based numbers.", extra={"problem": str(first)}
+            )
+            return
+        if partners:
+            reserved = ReservedNumbers(self.store, partners)
+            await reserved.reserve()
+            datatype.control_numbers_for = reserved.for_sender
 
     async def close(self) -> None:
         await self.stop()

@@ -85,6 +85,9 @@ class X12DataType:
         self.validates = self.config.hipaa_validation == "pyx12"
         # ISA13/GS06 of generated acknowledgements; the partner registry may inject its own.
         self.control_numbers: Callable[[], int] = next_control_number
+        # Set by the runtime when partners are configured: the allocator for acknowledgements to
+        # the sender with this ISA05/ISA06 (its partner's counter), or None for unknown senders.
+        self.control_numbers_for: Callable[[str, str], Callable[[], int] | None] | None = None
         self.clock: Callable[[], dt.datetime] | None = None  # None: the current UTC time
 
     def split(self, raw: bytes) -> list[bytes]:
@@ -185,9 +188,13 @@ class X12DataType:
         """
         if self.config.acknowledgement == "off":
             return None
+        numbers = self.control_numbers
+        if self.control_numbers_for is not None:
+            fields = self.header(raw).fields
+            numbers = self.control_numbers_for(fields.get("ISA05", ""), fields.get("ISA06", "")) or numbers
         if getattr(outcome, "duplicate", False):  # the runtime refused a resent interchange: TA1 025 only
-            return reject_interchange(raw, "025", self.control_numbers, self.clock() if self.clock else None)
-        return acknowledge(raw, self.control_numbers, self.clock, self.config.acknowledgement)
+            return reject_interchange(raw, "025", numbers, self.clock() if self.clock else None)
+        return acknowledge(raw, numbers, self.clock, self.config.acknowledgement)
 
 
 def _schema_error(transaction: Transaction, errors: list[SegmentError], version: str) -> ParseError:
