@@ -33,6 +33,7 @@ from engine.core.channel import DestinationConfig, Strict
 from engine.core.errors import PermanentError, RetryableError
 from engine.core.message import Outbound, SendResult
 from engine.core.spec import Example, destination_spec
+from engine.core.values import lookup
 
 if TYPE_CHECKING:
     import aiohttp
@@ -93,22 +94,6 @@ def _parser() -> etree.XMLParser:
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
-def _lookup(data: Any, path: str) -> Any:
-    """The value at a dotted path (``lines[0].item.number``) or None."""
-    current = data
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-        if part.startswith("["):
-            index = int(part[1:-1])
-            current = current[index] if isinstance(current, list) and index < len(current) else None
-        elif isinstance(current, dict):
-            current = current.get(part)
-        else:
-            current = None
-        if current is None:
-            return None
-    return current
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -149,7 +134,7 @@ def _fill(element: etree._Element, data: Any) -> None:
         if path is None:
             _fill(child, data)
             continue
-        items = _lookup(data, path)
+        items = lookup(data, path)
         parent = element
         position = parent.index(child)
         parent.remove(child)
@@ -165,11 +150,11 @@ def _substitute(element: etree._Element, data: Any) -> None:
     if element.text is not None:
         match = _PLACEHOLDER.match(element.text)
         if match:
-            element.text = _text(_lookup(data, match.group(1)))
+            element.text = _text(lookup(data, match.group(1)))
     for name, value in element.attrib.items():
         match = _PLACEHOLDER.match(value)
         if match:
-            element.set(name, _text(_lookup(data, match.group(1))))
+            element.set(name, _text(lookup(data, match.group(1))))
 
 
 def username_token(security: WsSecurity, soap_ns: str, now: float | None = None, nonce: bytes | None = None) -> Any:

@@ -27,6 +27,7 @@ from engine.core.contracts import EngineServices
 from engine.core.errors import ConfigError, PermanentError, RetryableError
 from engine.core.message import Outbound, SendResult
 from engine.core.spec import Example, destination_spec
+from engine.core.values import lookup
 
 __all__ = ["TABLE_DESTINATION", "TableDestination", "TableDestinationConfig"]
 
@@ -64,21 +65,6 @@ class TableDestinationConfig(DestinationConfig):
         return self
 
 
-def _lookup(data: Any, path: str) -> Any:
-    current = data
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-        if part.startswith("["):
-            index = int(part[1:-1])
-            current = current[index] if isinstance(current, list) and index < len(current) else None
-        elif isinstance(current, dict):
-            current = current.get(part)
-        else:
-            return None
-        if current is None:
-            return None
-    return current
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -104,7 +90,7 @@ def json_to_csv(content: bytes, columns: dict[str, str]) -> tuple[bytes, int]:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(list(columns))
     for row in rows:
-        writer.writerow([_cell(_lookup(row, path)) for path in columns.values()])
+        writer.writerow([_cell(lookup(row, path)) for path in columns.values()])
     return out.getvalue().encode("utf-8"), len(rows)
 
 
