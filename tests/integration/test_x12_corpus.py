@@ -208,3 +208,19 @@ def test_engine_stores_rejects_acknowledges_and_reprocesses(make_project: Callab
             time.sleep(0.02)
         else:
             raise AssertionError("the reprocessed message did not end as ERROR again")
+
+
+def test_a_999_names_the_line_of_an_element_error_in_ctx() -> None:
+    raw = (Path(__file__).resolve().parents[2] / "samples" / "x12" / "850_5010_bill_only_implant.edi").read_text()
+    segments = raw.split("~")
+    second_line = [i for i, s in enumerate(segments) if s.strip().startswith("PO1")][1]
+    elements = segments[second_line].split("*")
+    elements[2] = "1X"  # PO102 quantity: not a number
+    segments[second_line] = "*".join(elements)
+    answer = X.respond("~".join(segments).encode(), Outcome("AE"))
+    assert answer is not None
+    text = answer.decode()
+    assert "IK3*PO1*" in text and "CTX*PO101>2~" in text and "IK4*2**6*" in text
+    assert text.index("IK3*PO1") < text.index("CTX*PO101") < text.index("IK4*2")
+    # it passes Junction's own 999 schema (pyx12's 999 map only knows HIPAA functional ids)
+    assert X.parse(answer).get("CTX01") == "PO101>2"

@@ -84,6 +84,7 @@ class TransactionResult:
     st03: str
     codes: list[str] = field(default_factory=list)  # AK502.. / IK502..; empty when accepted
     errors: list[SegmentError] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list, repr=False)  # for 999 CTX business unit ids
 
     @property
     def accepted(self) -> bool:
@@ -110,7 +111,7 @@ class GroupResult:
 def assess_transaction(transaction: Transaction, delimiters: Delimiters, version: str) -> TransactionResult:
     """Envelope (SE count, control numbers) and schema problems of one transaction set."""
     st = transaction.segments[0]
-    result = TransactionResult(_get(st, 1), _get(st, 2), _get(st, 3))
+    result = TransactionResult(_get(st, 1), _get(st, 2), _get(st, 3), segments=transaction.segments)
     try:
         check_transaction(transaction)
     except ParseError as exc:
@@ -119,6 +120,28 @@ def assess_transaction(transaction: Transaction, delimiters: Delimiters, version
     if result.errors and "5" not in result.codes:
         result.codes.append("5")
     return result
+
+
+# Loops whose first segment identifies a business unit (999 CTX01: element name, value).
+BUSINESS_UNITS = {"PO1": 1, "IT1": 1, "HL": 1, "LIN": 1, "SLN": 1, "CLM": 1, "CLP": 1, "LX": 1}
+
+
+def business_unit(segments: list[Segment], error: SegmentError) -> tuple[str, str] | None:
+    """(``PO101``, line number) of the loop an error sits in, for the 999 CTX segment.
+
+    Only for errors inside a loop the schema names (``loop_id``) that is, or is inside, a
+    line-level loop; the identifier is read from that loop's first segment.
+    """
+    loops = set(error.loop_id.split("/")) if error.loop_id else set()
+    wanted = loops & set(BUSINESS_UNITS)
+    if not wanted:
+        return None
+    for segment in reversed(segments[: max(error.position - 1, 0) + 1]):
+        if segment.id in wanted:
+            index = BUSINESS_UNITS[segment.id]
+            value = segment.elements[index].strip() if index < len(segment.elements) else ""
+            return (f"{segment.id}{index:02d}", value) if value else None
+    return None
 
 
 def assess_group(group: Group, delimiters: Delimiters) -> GroupResult:
@@ -292,6 +315,9 @@ class _Writer:
                         error.code,
                     ]
                 )
+                context = business_unit(t.segments, error) if five010 else None
+                if context is not None:  # 999 CTX: which line, claim or HL level the error sits in
+                    segments.append(["CTX", self.d.component.join(context)])
                 for element in error.elements:
                     where = [str(element.position)]
                     if element.component or element.repeat:
