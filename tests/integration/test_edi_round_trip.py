@@ -113,7 +113,9 @@ def test_po_out_ack_in_reconciled_overdue_alerted_and_855_in(make_project, monke
             # The distributor's 855 reaches the ERP as a PurchaseOrderAck, and a 997 goes back.
             po_ack = (ROOT / "samples" / "x12" / "855_5010_mixed_line_status.edi").read_bytes()
             # as Acme Medical sends it (ISA ids padded to 15, the ISA stays 106 wide)
-            po_ack = po_ack.replace(b"MEDDISTCO      ", b"ACMEMEDICAL    ").replace(b"STMARYSHOSP    ", b"MERCYGENERAL   ")
+            po_ack = po_ack.replace(b"MEDDISTCO      ", b"ACMEMEDICAL    ").replace(
+                b"STMARYSHOSP    ", b"MERCYGENERAL   "
+            )
             (inbox / "po-ack-1.edi").write_bytes(po_ack)
             delivered = wait_for(lambda: erp.snapshot())
             assert json.loads(delivered[0].body)["schema_version"] == "1.0"
