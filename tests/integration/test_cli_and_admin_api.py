@@ -252,3 +252,26 @@ def test_plugins_and_schema_and_validate_offline(env: Env, monkeypatch: pytest.M
     assert "environment variable ERP_URL is not set" in unset.stdout
     monkeypatch.setenv("ERP_URL", "http://erp.example.org")
     assert env.cli("validate", str(env.project / "channels")).returncode == 0
+
+
+def test_channel_status_names_a_source_that_cannot_work(tmp_path: Path) -> None:
+    (tmp_path / "channels").mkdir()
+    (tmp_path / "channels" / "orders-in.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: orders-in
+            source: {type: http, listen: "127.0.0.1:0", auth: {bearer_env: ORDERS_TOKEN_FOR_THIS_TEST}}
+            pipeline: {datatype: json}
+            """
+        ),
+        encoding="utf-8",
+    )
+    engine = EngineProcess(tmp_path, {}).start()
+    try:
+        status = engine.cli("channel", "status", "orders-in")
+        assert status.returncode == 0, status.stderr
+        assert "source PROBLEM:" in status.stdout and "ORDERS_TOKEN_FOR_THIS_TEST" in status.stdout
+        info = engine.call("GET", "/api/channels/orders-in")
+        assert "ORDERS_TOKEN_FOR_THIS_TEST" in info["source"]["problem"]
+    finally:
+        engine.stop()
