@@ -150,14 +150,21 @@ class MessageStore(Protocol):
         """Flush pending writes and release resources."""
 
     async def add_message(
-        self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "", dedupe_key: str = ""
+        self,
+        msg: InboundMessage,
+        *,
+        status: Status = Status.RECEIVED,
+        error: str = "",
+        dedupe_key: str = "",
+        values: dict[str, str] | None = None,
     ) -> int:
         """Store a newly received message and its raw content; return its sequence number.
 
         With ``dedupe_key``, the key is committed in the same transaction as the message, and
         a key an earlier message of the channel holds raises ``DuplicateMessage`` (nothing is
         stored): sources use it for exactly-once intake across crashes (a file's name, size,
-        mtime and hash).
+        mtime and hash). ``values`` are small named values (as ``put_value``) committed in the
+        same transaction, e.g. the business key a duplicate window checks.
         """
 
     async def record_result(self, result: ProcessResult) -> None:

@@ -309,8 +309,12 @@ class ChannelRuntime:
         if seen is not None:
             return await self._refuse_duplicate(msg, raw, seen, dedupe_key, respond)
         self._inflight.add(msg.id)
+        # the business key a duplicate window checks is committed with the message itself
+        values = None
+        if self.channel.duplicates and msg.business_key:
+            values = {self._business_key(msg): json.dumps({"id": msg.id, "at": msg.received_at})}
         try:
-            await self.store.add_message(msg, dedupe_key=dedupe_key)
+            await self.store.add_message(msg, dedupe_key=dedupe_key, values=values)
         except DuplicateMessage as dup:
             self._inflight.discard(msg.id)
             return await self._duplicate(raw, dup.message_id, respond)
@@ -318,8 +322,6 @@ class ChannelRuntime:
             self._inflight.discard(msg.id)
             raise
         self.stats.received += 1
-        if self.channel.duplicates and msg.business_key:
-            await self.store.put_value(self._business_key(msg), json.dumps({"id": msg.id, "at": msg.received_at}))
         waiter: asyncio.Future[ProcessResult] | None = None
         if self.ack_mode == "after_processing":
             waiter = asyncio.get_running_loop().create_future()

@@ -174,6 +174,21 @@ class StoreConformance:
 
         run(scenario())
 
+    def test_values_are_committed_with_the_message(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                first = message(1)
+                await store.add_message(first, values={"business-key:c:K1": "first"})
+                await store.add_message(message(2), dedupe_key="d", values={"x": "1"})
+                with pytest.raises(DuplicateMessage):  # a refused add writes none of its values
+                    await store.add_message(message(3), dedupe_key="d", values={"business-key:c:K1": "lost"})
+                found = await store.get_values("business-key:")
+                none = await store.get_values("x")
+            assert found == {"business-key:c:K1": "first"}
+            assert none == {"x": "1"}
+
+        run(scenario())
+
     def test_dedupe_key_survives_reopen(self, store_factory: StoreFactory) -> None:
         async def scenario() -> None:
             async with store_factory() as store:

@@ -138,10 +138,16 @@ class SqliteStore:
     # -- MessageStore -------------------------------------------------------------------------
 
     async def add_message(
-        self, msg: InboundMessage, *, status: Status = Status.RECEIVED, error: str = "", dedupe_key: str = ""
+        self,
+        msg: InboundMessage,
+        *,
+        status: Status = Status.RECEIVED,
+        error: str = "",
+        dedupe_key: str = "",
+        values: dict[str, str] | None = None,
     ) -> int:
         """Store a newly received message and its raw content; return (and set) its seq."""
-        seq = await self._write(writes.add_message, msg, str(status), error, dedupe_key)
+        seq = await self._write(writes.add_message, msg, str(status), error, dedupe_key, values)
         msg.seq = seq
         return seq
 

@@ -48,7 +48,14 @@ SUPERSEDE = """UPDATE queue SET status = 'ERROR', last_error = ?, lease_owner = 
 RAW = "SELECT content FROM contents WHERE message_seq = ? AND run = 0 AND stage = 'raw'"
 
 
-def add_message(conn: sqlite3.Connection, msg: InboundMessage, status: str, error: str, dedupe_key: str = "") -> int:
+def add_message(
+    conn: sqlite3.Connection,
+    msg: InboundMessage,
+    status: str,
+    error: str,
+    dedupe_key: str = "",
+    values: dict[str, str] | None = None,
+) -> int:
     """Insert the message row and its raw content (run 0, stage 'raw'); return the seq.
 
     A ``dedupe_key`` is kept in the kv table (``dedupe:<channel>:<key>`` -> message id) in
@@ -67,6 +74,8 @@ def add_message(conn: sqlite3.Connection, msg: InboundMessage, status: str, erro
     if seq is None:  # cannot happen: an INSERT into a rowid table always sets it
         raise StoreError("SQLite did not report the new message's sequence number")
     conn.execute(UPSERT_CONTENT, (seq, 0, "raw", msg.raw))
+    if values:
+        conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(values.items()))
     return seq
 
 
