@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 
 from engine.core.contracts import Outcome
@@ -74,6 +75,18 @@ def build_ack(
     return text.encode(codec, errors="replace")
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
+def _now_stamp() -> str:
+    """The local time as HL7 TS with offset, formatted once per second (ACKs are a hot path)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, datetime.fromtimestamp(second).astimezone().strftime("%Y%m%d%H%M%S%z"))
+    return _stamp[1]
+
+
 def _first_msh(segments: list[str]) -> Msh | None:
     for segment in segments:
         if not segment.startswith(("FHS", "BHS")):
@@ -94,7 +107,7 @@ def _ack_text(msh: Msh | None, segments: list[str], outcome: Outcome, app: str |
         facility if facility is not None else original(6),
         original(3),
         original(4),
-        datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z"),
+        _now_stamp(),
         "",
         f"ACK{c}{trigger}{c}ACK" if trigger else "ACK",
         new_id()[:20],  # MSH-10 is 20 characters long up to v2.6

@@ -45,6 +45,8 @@ RELEASE = """UPDATE queue SET lease_owner = NULL, lease_until = NULL
     WHERE message_seq = (SELECT seq FROM messages WHERE id = ?) AND run = ? AND destination = ? AND status = 'QUEUED'"""
 SUPERSEDE = """UPDATE queue SET status = 'ERROR', last_error = ?, lease_owner = NULL, lease_until = NULL,
         updated_at = ? WHERE message_seq = ? AND run < ? AND status = 'QUEUED'"""
+# One encoder for every message (json.dumps with options builds a new one per call).
+_SOURCE_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 RAW = "SELECT content FROM contents WHERE message_seq = ? AND run = 0 AND stage = 'raw'"
 
 
@@ -67,7 +69,7 @@ def add_message(
         if row is not None:
             raise DuplicateMessage(row[0])
         conn.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (kv_key, msg.id))
-    source = json.dumps(msg.source, separators=(",", ":"), default=str) if msg.source else "{}"
+    source = _SOURCE_JSON.encode(msg.source) if msg.source else "{}"
     row = (msg.id, msg.channel, msg.correlation_id, msg.received_at, msg.control_id, msg.business_key)
     cur = conn.execute(INSERT_MESSAGE, (*row, source, status, msg.run, error, time.time()))
     seq = cur.lastrowid
