@@ -61,6 +61,24 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
+
+
+def http_url(value: str, field: str = "url") -> str:
+    """``value`` stripped; ValueError when it names a scheme other than http or https.
+
+    An empty or relative value (an unset variable) passes: the destination reports it as its
+    ``problem`` at run time instead of failing the whole channel file.
+
+    >>> http_url(" https://erp.example.org/api ")
+    'https://erp.example.org/api'
+    """
+    value = value.strip()
+    scheme = urlsplit(value).scheme.lower() if "://" in value else ""
+    if scheme and scheme not in ("http", "https"):
+        raise ValueError(f"{field} must start with http:// or https://")
+    return value
+
+
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
@@ -128,11 +146,7 @@ class OAuth2Auth(Strict):
     @field_validator("token_url")
     @classmethod
     def _token_scheme(cls, value: str) -> str:
-        value = value.strip()
-        scheme = urlsplit(value).scheme.lower() if "://" in value else ""
-        if scheme and scheme not in ("http", "https"):
-            raise ValueError("token_url must start with http:// or https://")
-        return value
+        return http_url(value, "token_url")
 
 
 Auth = Annotated[BearerAuth | BasicAuth | ApiKeyAuth | OAuth2Auth, Field(discriminator="type")]
@@ -181,11 +195,7 @@ class HttpDestinationConfig(DestinationConfig):
     @field_validator("url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
-        value = value.strip()
-        scheme = urlsplit(value).scheme.lower() if "://" in value else ""
-        if scheme and scheme not in ("http", "https"):
-            raise ValueError("url must start with http:// or https://")
-        return value
+        return http_url(value)
 
     @field_validator("headers")
     @classmethod

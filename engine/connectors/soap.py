@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from engine.connectors.http import classify, read_capped, status_text, transport_error, url_problem
+from engine.connectors.http import classify, http_url, read_capped, status_text, transport_error, url_problem
 from engine.core.channel import DestinationConfig, Strict
 from engine.core.errors import PermanentError, RetryableError
 from engine.core.message import Outbound, SendResult
@@ -81,10 +81,7 @@ class SoapDestinationConfig(DestinationConfig):
     @field_validator("url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
-        value = value.strip()
-        if "://" in value and value.split("://", 1)[0].lower() not in ("http", "https"):
-            raise ValueError("url must start with http:// or https://")
-        return value
+        return http_url(value)
 
 
 def _parser() -> etree.XMLParser:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from engine.connectors.http import http_url
 from engine.core.channel import DestinationConfig, SourceConfig, Strict
 from engine.core.spec import Example, destination_spec, source_spec
 
@@ -45,11 +46,7 @@ class _Connection(Strict):
     @field_validator("url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
-        value = value.strip()
-        scheme = urlsplit(value).scheme.lower() if "://" in value else ""
-        if scheme and scheme not in ("http", "https"):
-            raise ValueError("url must start with http:// or https://")
-        return value
+        return http_url(value)
 
     @field_validator("database")
     @classmethod
