@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +18,6 @@ from engine.datatypes.flat import DelimitedConfig, FixedWidthConfig
 from engine.datatypes.flat.delimited import Delimited
 from engine.datatypes.flat.document import FlatPath, parse_path, parse_selector
 from engine.datatypes.flat.fixed import FixedWidth
-from engine.mapping import compile_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "flat"
@@ -570,19 +566,10 @@ def test_registry_builds_both_types_from_their_specs() -> None:
         assert "RECORD/" in spec.path_syntax
 
 
-# -- speed -----------------------------------------------------------------------------------------------
+# -- volume (speed lives in bench/formats.py) ---------------------------------------------------------
 
 
-def _best(run: Any) -> float:
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def test_fifty_thousand_typed_rows_parse_within_a_small_factor_of_the_csv_module() -> None:
+def test_fifty_thousand_typed_rows_parse_completely() -> None:
     lines = [
         f'SUP-{i:06d},"Item {i}, sterile",{i % 997}.{i % 100:02d},{i % 50},2024-03-{i % 28 + 1:02d}'
         for i in range(50_000)
@@ -592,30 +579,4 @@ def test_fifty_thousand_typed_rows_parse_within_a_small_factor_of_the_csv_module
     datatype = delimited(columns=[{"name": "id", "required": True}, *columns])
     doc = datatype.parse(raw)
     assert len(doc.data) == 50_000 and doc.get("#1") == "SUP-000000" and doc.data[-1].cells[4] == "2024-03-20"
-    baseline = _best(lambda: list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline=""))))
-    ours = _best(lambda: datatype.parse(raw))
-    # Measured about 3.4x on the development machine; the bound leaves room for a busy CI host.
-    assert ours < 10 * baseline, f"{ours:.3f}s vs csv alone {baseline:.3f}s"
-
-
-# -- the analysts' page -----------------------------------------------------------------------------
-
-
-def _doc_blocks() -> list[str]:
-    text = (ROOT / "docs" / "datatypes" / "flat.md").read_text(encoding="utf-8")
-    return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
-
-
-def test_every_yaml_example_of_the_page_is_valid() -> None:
-    blocks = _doc_blocks()
-    assert len(blocks) >= 6
-    for block in blocks:
-        data = yaml.safe_load(block)
-        if "source" in data:  # a (shortened) mapping: it must compile against the CSV layout
-            parser = delimited(layout_file="mappings/layouts/gpo-contract-csv.yaml")
-            compile_mapping(block, models=registry.models(), check_path=parser.check_path, name="flat.md")
-            continue
-        config = data.get("pipeline", data).get("datatype", data)
-        kind = config.get("type", "fixed-width" if "record_type" in config else "delimited")
-        model = DelimitedConfig if kind == "delimited" else FixedWidthConfig
-        model.model_validate({**config, "type": kind})
+    assert doc.data[12_345].cells[1] == "Item 12345, sterile"
