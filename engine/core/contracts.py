@@ -60,6 +60,8 @@ class DataType(Protocol):
     # Optional class attribute ``responds_to_whole = True``: for a payload that ``split`` cut
     # into several messages, ``respond`` is called once with the whole payload (X12: one
     # 997/999 per functional group) instead of answering with the first part's response.
+    # Optional method ``header_of(doc) -> Header | None``: the header of a document ``parse``
+    # just returned, so that the hot path reads it once; None falls back to ``header(raw)``.
 
     def split(self, raw: bytes) -> list[bytes]:
         """Split a batch or multi-message payload into single messages (default: [raw])."""

@@ -79,18 +79,22 @@ class Pipeline:
             for d in channel.destinations
         ]
         self.slow = bool(getattr(self.datatype, "validates", False))
+        self._header_of: Callable[[Document], Header | None] | None = getattr(self.datatype, "header_of", None)
 
     # -- at the door (before the durable commit) ------------------------------------------
 
     def precheck(self, raw: bytes) -> tuple[Header, Document | None, ParseError | None]:
         """Cheap header read plus the fast parse, so a malformed message is refused at once."""
-        header = self.datatype.header(raw)
         try:
-            return header, self.datatype.parse(raw), None
+            doc = self.datatype.parse(raw)
         except ParseError as exc:
-            return header, None, exc
+            return self.datatype.header(raw), None, exc
         except Exception as exc:  # noqa: BLE001 - a data type bug must not kill the listener
-            return header, None, ParseError(f"unexpected parser failure ({type(exc).__name__})", code="parse")
+            error = ParseError(f"unexpected parser failure ({type(exc).__name__})", code="parse")
+            return self.datatype.header(raw), None, error
+        # A data type may read the header off the parsed document instead of the raw bytes.
+        header = self._header_of(doc) if self._header_of is not None else None
+        return header if header is not None else self.datatype.header(raw), doc, None
 
     def respond(self, raw: bytes, outcome: Outcome) -> bytes | None:
         try:

@@ -270,6 +270,34 @@ def test_idle_timeout_closes_and_discards_a_partial_frame(caplog: pytest.LogCapt
     assert_no_content_logged(caplog)
 
 
+def test_idle_time_counts_only_while_waiting_for_data(caplog: pytest.LogCaptureFixture) -> None:
+    """Slow processing is not idleness; and a connection that keeps talking stays open past
+    the timeout, each new read restarting the clock."""
+    caplog.set_level(logging.INFO, LOGGER)
+    ctx = FakeContext(delay_secs=0.5)
+
+    async def main() -> tuple[list[bytes], float]:
+        async with running(ctx, idle_timeout_secs=0.3) as source:
+            reader, writer = await connect(source.address or "")
+            started = time.monotonic()
+            writer.write(frame(message("SLOW")))  # processing takes longer than the idle timeout
+            answers = await read_frames(reader, 1)
+            ctx.delay_secs = 0.0
+            for n in range(4):  # 0.8 s of traffic in all, each gap shorter than the timeout
+                await asyncio.sleep(0.2)
+                writer.write(frame(message(f"KEEP{n}")))
+                answers += await read_frames(reader, 1)
+            assert await read_eof(reader, timeout=5) == b""  # then silence: closed as idle
+            elapsed = time.monotonic() - started
+            await close(writer)
+            return answers, elapsed
+
+    answers, elapsed = asyncio.run(main())
+    assert [control_id(a) for a in answers] == ["ASLOW", "AKEEP0", "AKEEP1", "AKEEP2", "AKEEP3"]
+    assert elapsed >= 1.5  # 0.5 processing + 0.8 traffic + 0.3 idle
+    assert sentences(caplog).count("Connection idle; closing it.") == 1
+
+
 def test_max_connections_closes_new_connections_at_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, LOGGER)
     ctx = FakeContext()

@@ -68,6 +68,38 @@ def test_header_and_split_never_raise(raw: bytes) -> None:
     assert all(isinstance(p, bytes) for p in parts)
 
 
+# MSH lines that parse: separators, optional fields, odd blanks, a BOM, other charsets.
+parseable = st.builds(
+    lambda bom, fields, tail, nl: bom + b"MSH|^~\\&|" + b"|".join(fields) + tail + nl + b"PID|1||42",
+    st.sampled_from([b"", b"\xef\xbb\xbf"]),
+    st.lists(
+        st.sampled_from([b"", b"A", b" B ", b"ADT^A01", b"C1", b"2.5", b"\xe9", b"8859/1", b"UNICODE UTF-8"]),
+        min_size=10,
+        max_size=17,
+    ).map(lambda f: [*f[:6], b"ADT^A01", b"CTRL" + f[7], b"P", b"2.5", *f[10:]]),
+    st.sampled_from([b"", b" ", b"\t", b"|"]),
+    st.sampled_from([b"\r", b"\n", b"\r\n"]),
+)
+
+
+@PROPERTY
+@given(st.one_of(parseable, any_bytes))
+def test_the_header_read_off_a_parsed_message_equals_the_one_read_from_bytes(raw: bytes) -> None:
+    try:
+        doc = DATATYPE.parse(raw)
+    except ParseError:
+        return
+    fast = DATATYPE.header_of(doc)
+    if fast is not None:
+        assert fast == DATATYPE.header(raw)
+
+
+def test_header_of_declines_an_msh_line_with_trailing_blanks() -> None:
+    doc = DATATYPE.parse(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5 \rPID|1")
+    assert DATATYPE.header_of(doc) is None
+    assert DATATYPE.header_of(DATATYPE.parse(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1")) is not None
+
+
 @PROPERTY
 @given(any_bytes, outcomes)
 def test_respond_never_raises_and_acks_are_readable(raw: bytes, outcome: Outcome) -> None:

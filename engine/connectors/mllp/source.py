@@ -26,6 +26,10 @@ class _Connection:
     writer: asyncio.StreamWriter
     source: dict[str, Any]
     busy: bool = False
+    task: asyncio.Task[Any] | None = None
+    reading_since: float | None = None  # loop time a read began; None while not reading
+    idle_fired: bool = False  # the idle watchdog cancelled the read
+    watchdog: asyncio.TimerHandle | None = None
 
 
 def format_address(sockname: Any) -> str:
@@ -115,12 +119,16 @@ class MllpSource:
             return
         conn = _Connection(peer, writer, self._source_fields(peer, writer))
         task = cast("asyncio.Task[Any]", asyncio.current_task())  # start_server runs callbacks as tasks
+        conn.task = task
         self._connections[task] = conn
+        self._watch(conn)
         self._log(logging.INFO, "Connection accepted.", peer=peer, tls_subject=conn.source["tls_subject"])
         framer = MllpFramer(self.config.max_frame_bytes)
         try:
             await self._serve(reader, conn, framer)
         finally:
+            if conn.watchdog is not None:
+                conn.watchdog.cancel()
             for event in framer.close():
                 self._report_discarded(event, conn)
             del self._connections[task]
@@ -145,16 +153,37 @@ class MllpSource:
 
     async def _read(self, reader: asyncio.StreamReader, conn: _Connection) -> bytes:
         """The next chunk; b"" on EOF, idle timeout or a broken connection (each logged)."""
+        conn.reading_since = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self.config.idle_timeout_secs):
-                data = await reader.read(READ_BYTES)
-        except TimeoutError:
-            self._log(logging.INFO, "Connection idle; closing it.", peer=conn.peer)
-            return b""
+            return await reader.read(READ_BYTES)
+        except asyncio.CancelledError:
+            task = conn.task
+            if conn.idle_fired and task is not None and task.uncancel() == 0:
+                self._log(logging.INFO, "Connection idle; closing it.", peer=conn.peer)
+                return b""
+            raise  # a real cancellation (stop), not only the watchdog's
         except OSError as exc:  # reset, broken pipe, TLS errors
             self._log(logging.WARNING, "Connection lost.", peer=conn.peer, error_type=type(exc).__name__)
             return b""
-        return data
+        finally:
+            conn.reading_since = None
+
+    def _watch(self, conn: _Connection) -> None:
+        """The idle timeout: one timer per connection, re-armed, instead of one per read.
+
+        A read that has waited ``idle_timeout_secs`` is cancelled (``_read`` turns that into
+        an idle close); time spent processing or answering does not count, as before.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self.config.idle_timeout_secs
+        now = loop.time()
+        since = conn.reading_since
+        if since is not None and now - since >= idle and conn.task is not None and not conn.task.done():
+            conn.idle_fired = True
+            conn.task.cancel()
+            return
+        due = since + idle if since is not None else now + idle
+        conn.watchdog = loop.call_at(due, self._watch, conn)
 
     async def _handle(self, event: Event, conn: _Connection) -> bool:
         """Act on one framer event; False when the connection must close."""
@@ -187,6 +216,8 @@ class MllpSource:
     async def _write(self, conn: _Connection, data: bytes) -> bool:
         try:
             conn.writer.write(data)
+            if not conn.writer.transport.get_write_buffer_size():
+                return True  # all sent at once (the usual case): no drain, no timer
             async with asyncio.timeout(self.config.idle_timeout_secs):
                 await conn.writer.drain()
         except (OSError, TimeoutError) as exc:

@@ -16,7 +16,7 @@ from engine.core.spec import Example, datatype_spec
 from engine.datatypes.hl7v2 import charsets
 from engine.datatypes.hl7v2.ack import ack_code, build_ack
 from engine.datatypes.hl7v2.batch import split
-from engine.datatypes.hl7v2.header import header
+from engine.datatypes.hl7v2.header import Msh, header, header_of
 from engine.datatypes.hl7v2.message import Hl7Message, parse
 from engine.datatypes.hl7v2.paths import SYNTAX, parse_path
 
@@ -85,6 +85,15 @@ class Hl7v2:
     def header(self, raw: bytes) -> Header:
         """Read MSH-3..18 cheaply; an empty ``Header`` for garbage (never raises)."""
         return header(raw, self._charset)
+
+    def header_of(self, doc: Hl7Message) -> Header | None:
+        """The header of a message just parsed, without reading MSH a second time; None when
+        ``header`` could differ (it strips the MSH line, the parser keeps trailing blanks)."""
+        segment = doc.segments[0]
+        fields = doc.msh_fields
+        if fields is None or segment[-1:].isspace():
+            return None
+        return header_of(Msh(doc.encoding, fields))
 
     def parse(self, raw: bytes) -> Hl7Message:
         """Parse one message; ``ParseError`` with an HL7 table 0357 code when it is not valid ER7."""

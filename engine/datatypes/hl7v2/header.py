@@ -84,6 +84,11 @@ def header(raw: bytes, charset: str = "auto") -> Header:
     msh = read_msh(raw, charset)
     if msh is None:
         return Header()
+    return header_of(msh)
+
+
+def header_of(msh: Msh) -> Header:
+    """The ``Header`` of an MSH segment already split (by ``read_msh`` or by the parser)."""
     control_id = msh.field(10)
     key = f"{control_id}|{msh.field(4)}|{msh.field(3)}" if control_id else ""
     message_type = msh.field(9)

@@ -90,6 +90,11 @@ class Hl7Message:
         self._fields: list[list[str] | None] = [None] * len(segments)
         self._fields[0] = msh_fields  # already split while checking MSH
 
+    @property
+    def msh_fields(self) -> list[str] | None:
+        """MSH split into fields as the parser checked it (``[n]`` is MSH-n), if split yet."""
+        return self._fields[0] if self.segments[0].startswith("MSH") else None
+
     # -- Document protocol -------------------------------------------------------------
     def get(self, path: str) -> str | None:
         """The first non-empty value at ``path``, unescaped, or None."""
