@@ -62,6 +62,8 @@ class DataType(Protocol):
     # 997/999 per functional group) instead of answering with the first part's response.
     # Optional method ``header_of(doc) -> Header | None``: the header of a document ``parse``
     # just returned, so that the hot path reads it once; None falls back to ``header(raw)``.
+    # Optional method ``respond_parsed(doc, outcome)``: ``respond`` for a document ``parse``
+    # returned, giving the same answer as ``respond(raw, outcome)`` without reading raw again.
 
     def split(self, raw: bytes) -> list[bytes]:
         """Split a batch or multi-message payload into single messages (default: [raw])."""

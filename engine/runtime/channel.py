@@ -332,7 +332,7 @@ class ChannelRuntime:
             self._inflight.discard(msg.id)  # paused: recovery on resume processes it from the store
         if waiter is None:
             self.stats.latencies.append(time.perf_counter() - started)
-            response = self.pipeline.respond(raw, Outcome("AA")) if respond else None
+            response = self.pipeline.respond(raw, Outcome("AA"), doc) if respond else None
             return SubmitResult(msg.id, True, response, Status.RECEIVED)
         try:
             result = await waiter
@@ -343,7 +343,7 @@ class ChannelRuntime:
         return SubmitResult(
             msg.id,
             outcome.code == "AA",
-            self.pipeline.respond(raw, outcome) if respond else None,
+            self.pipeline.respond(raw, outcome, doc) if respond else None,
             result.status,
             reason=result.error[:500],
             content=result.content,

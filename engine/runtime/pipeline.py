@@ -80,6 +80,9 @@ class Pipeline:
         ]
         self.slow = bool(getattr(self.datatype, "validates", False))
         self._header_of: Callable[[Document], Header | None] | None = getattr(self.datatype, "header_of", None)
+        self._respond_parsed: Callable[[Document, Outcome], bytes | None] | None = getattr(
+            self.datatype, "respond_parsed", None
+        )
 
     # -- at the door (before the durable commit) ------------------------------------------
 
@@ -96,8 +99,11 @@ class Pipeline:
         header = self._header_of(doc) if self._header_of is not None else None
         return header if header is not None else self.datatype.header(raw), doc, None
 
-    def respond(self, raw: bytes, outcome: Outcome) -> bytes | None:
+    def respond(self, raw: bytes, outcome: Outcome, doc: Document | None = None) -> bytes | None:
+        """The data type's answer to the sender; ``doc``, when ``raw`` was parsed, saves a re-read."""
         try:
+            if doc is not None and self._respond_parsed is not None:
+                return self._respond_parsed(doc, outcome)
             return self.datatype.respond(raw, outcome)
         except Exception:  # noqa: BLE001 - never fail to answer because the ACK builder failed
             return None

@@ -14,7 +14,7 @@ from engine.core.channel import DataTypeConfig
 from engine.core.contracts import Header, Outcome
 from engine.core.spec import Example, datatype_spec
 from engine.datatypes.hl7v2 import charsets
-from engine.datatypes.hl7v2.ack import ack_code, build_ack
+from engine.datatypes.hl7v2.ack import ack_code, build_ack, build_ack_parsed
 from engine.datatypes.hl7v2.batch import split
 from engine.datatypes.hl7v2.header import Msh, header, header_of
 from engine.datatypes.hl7v2.message import Hl7Message, parse
@@ -118,6 +118,16 @@ class Hl7v2:
             raw,
             outcome,
             charset=self._charset,
+            honor_accept_ack_type=self.config.honor_accept_ack_type,
+            sending_application=self.config.ack_sending_application,
+            sending_facility=self.config.ack_sending_facility,
+        )
+
+    def respond_parsed(self, doc: Hl7Message, outcome: Outcome) -> bytes | None:
+        """``respond`` for a message ``parse`` returned: the same ACK without decoding again."""
+        return build_ack_parsed(
+            doc,
+            outcome,
             honor_accept_ack_type=self.config.honor_accept_ack_type,
             sending_application=self.config.ack_sending_application,
             sending_facility=self.config.ack_sending_facility,

@@ -12,7 +12,7 @@ from engine.core.message import new_id
 from engine.datatypes.hl7v2 import charsets
 from engine.datatypes.hl7v2.encoding import DEFAULT, Encoding, escape
 from engine.datatypes.hl7v2.header import Msh, split_msh
-from engine.datatypes.hl7v2.message import split_segments
+from engine.datatypes.hl7v2.message import Hl7Message, split_segments
 
 # HL7 table 0357 (message error condition codes).
 TABLE_0357 = {
@@ -63,7 +63,35 @@ def build_ack(
         # structure through latin-1 and answer in the charset the sender should have used.
         text, codec = raw.decode("latin-1"), ("utf-8" if charset == "auto" else charset)
     segments = split_segments(text.lstrip())
-    msh = _first_msh(segments)
+    return _build(
+        _first_msh(segments), segments, codec, outcome, honor_accept_ack_type, sending_application, sending_facility
+    )
+
+
+def build_ack_parsed(
+    doc: Hl7Message,
+    outcome: Outcome,
+    *,
+    honor_accept_ack_type: bool = True,
+    sending_application: str | None = None,
+    sending_facility: str | None = None,
+) -> bytes | None:
+    """``build_ack`` for a message the parser accepted, reusing its decode and split (the
+    same text, segments, MSH fields and codec ``build_ack`` would find again)."""
+    fields = doc.msh_fields
+    msh = Msh(doc.encoding, fields) if fields is not None else _first_msh(doc.segments)
+    return _build(msh, doc.segments, doc.charset, outcome, honor_accept_ack_type, sending_application, sending_facility)
+
+
+def _build(
+    msh: Msh | None,
+    segments: list[str],
+    codec: str,
+    outcome: Outcome,
+    honor_accept_ack_type: bool,
+    sending_application: str | None,
+    sending_facility: str | None,
+) -> bytes | None:
     if msh is None:
         # Nothing to mirror: answer AR with default delimiters so the sender sees a rejection.
         reject = Outcome("AR", outcome.reason, outcome.position, outcome.error_code)
