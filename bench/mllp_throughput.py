@@ -9,7 +9,11 @@ message and waiting for its ACK). Reports msg/s, p50/p99 ACK latency at 1, 8 and
 connections, the Junction/floor ratio, ACK latency at a fixed open-loop rate, how long
 delivery takes to catch up, and the engine's RSS after many messages.
 
-    python bench/mllp_throughput.py [--secs 5] [--rate 500] [--rss-messages 100000]
+    python bench/mllp_throughput.py [--secs 5] [--rate 500] [--rss-messages 100000] [--dir DIR]
+
+The engine's CPU per message (user and system) is reported with each Junction run: on a
+small machine the load client and the kernel share the cores with the engine, and the
+system share shows what sockets, file creation and fsync cost there.
 """
 
 from __future__ import annotations
@@ -142,6 +146,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
 
 
+def cpu_secs(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by process ``pid``, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -165,6 +176,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop arrival rate, msg/s")
     parser.add_argument("--rss-messages", type=int, default=0, help="send this many more, then read RSS")
     parser.add_argument("--fsync", choices=["true", "false"], default="true", help="file destination fsync")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="folder for the engine's project (store and delivered files); default: the system's temp folder",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -185,7 +201,7 @@ def main() -> None:
         floor.terminate()
         floor.wait()
 
-    with tempfile.TemporaryDirectory(prefix="junction-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="junction-bench-", dir=args.dir) as tmp:
         project = Path(tmp)
         (project / "channels").mkdir()
         port = free_port()
@@ -196,12 +212,21 @@ def main() -> None:
         try:
             engine.address("bench-in")
             sent = 0
+            assert engine.proc is not None
             for c in (1, 8, 32):
+                before = cpu_secs(engine.proc.pid)
                 sent, lat = asyncio.run(closed_loop(port, c, args.secs, sent))
+                after = cpu_secs(engine.proc.pid)
                 results[f"junction_c{c}"] = {
                     "msg_s": round(len(lat) / args.secs),
                     "p50_ms": round(pct(lat, 0.5), 3),
                     "p99_ms": round(pct(lat, 0.99), 3),
+                    # where the engine's time goes: Python and SQLite (user) against the kernel
+                    # (system: sockets, file creation, fsync), per acknowledged message
+                    "cpu_us_per_msg": {
+                        "user": round((after[0] - before[0]) / max(len(lat), 1) * 1e6),
+                        "system": round((after[1] - before[1]) / max(len(lat), 1) * 1e6),
+                    },
                 }
                 print(f"junction  c={c:>2}: {results[f'junction_c{c}']}", flush=True)
             catch_up = wait_delivered(engine, sent)

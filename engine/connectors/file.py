@@ -204,12 +204,21 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
 def _write_temp(plan: _Plan, content: bytes) -> None:
-    with open(plan.temp, "wb") as fh:
-        fh.write(content)
-        fh.flush()
+    # Plain descriptor calls: open() would add fstat, ioctl and lseek per file, and each
+    # system call here hands the GIL back and forth with the busy event loop.
+    fd = os.open(plan.temp, _TEMP_FLAGS, 0o666)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
         if plan.fsync:
-            os.fsync(fh.fileno())
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _place_exclusive(plan: _Plan) -> bool:
