@@ -270,7 +270,7 @@ async def serve(
     base_dir: Path, settings: EngineSettings, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
 ) -> None:
     """Start the engine and the admin API; run until ``stop`` is set or SIGINT/SIGTERM."""
-    engine = Engine(base_dir, settings)
+    engine = Engine(base_dir, settings, settle_heap=True)
     token = ensure_token(engine.base_dir, settings)
     await engine.start()
     api = AdminApi(engine, token)

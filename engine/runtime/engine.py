@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -29,11 +30,27 @@ class ChannelNotFound(JunctionError):
     pass
 
 
+def settle_heap() -> None:
+    """Collect garbage, then move every object alive now out of the collector's sight.
+
+    The engine's long-lived objects (modules, models, channel runtimes) are otherwise walked
+    by every full collection, and the event loop, with every ACK, waits for it: measured with
+    the sample load here, a full collection during traffic took 25-31 ms, and 0.3 ms after a
+    freeze. Unfreezing first lets objects of a channel that was undeployed since be collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Engine:
     """Owns the store and the channel runtimes; every admin action goes through here."""
 
-    def __init__(self, base_dir: Path, settings: EngineSettings | None = None) -> None:
+    def __init__(self, base_dir: Path, settings: EngineSettings | None = None, *, settle_heap: bool = False) -> None:
+        """``settle_heap``: freeze the heap after start and each (re)deploy (see ``settle_heap``);
+        for the engine process, not for callers that share their process with other work."""
         self.base_dir = base_dir.resolve()
+        self._settle_heap = settle_heap
         self.settings = settings or EngineSettings()
         self.channels_dir = self.base_dir / self.settings.channels_dir
         self.owner = self.settings.node()
@@ -64,6 +81,10 @@ class Engine:
             log.error("Channel file is invalid; it was not deployed.", extra={"problem": str(problem)})
         log.info("Engine started.", extra={"deployed": len(self.channels), "failed": len(result["failed"])})
 
+    def _settle(self) -> None:
+        if self._settle_heap:
+            settle_heap()
+
     async def stop(self) -> None:
         for name in list(self.channels):
             await self._undeploy(name)
@@ -86,7 +107,9 @@ class Engine:
     async def deploy(self, name: str, *, state: str | None = None) -> ChannelRuntime:
         """(Re)deploy one channel from its YAML file; keeps the current state on redeploy."""
         async with self._lock:
-            return await self._deploy(name, state=state)
+            runtime = await self._deploy(name, state=state)
+            self._settle()
+            return runtime
 
     async def _deploy(self, name: str, *, state: str | None = None) -> ChannelRuntime:
         path = self.channel_path(name)
@@ -112,6 +135,7 @@ class Engine:
     async def undeploy(self, name: str) -> None:
         async with self._lock:
             await self._undeploy(name)
+            self._settle()
 
     async def _undeploy(self, name: str) -> None:
         runtime = self.channels.pop(name, None)
@@ -135,6 +159,7 @@ class Engine:
                 except ConfigError as exc:
                     self.load_problems.extend(exc.diagnostics)
                     failed.append({"channel": name, "errors": [str(d) for d in exc.diagnostics]})
+            self._settle()  # also the one after start, which deploys through here
             return {"deployed": deployed, "failed": failed}
 
     def get(self, name: str) -> ChannelRuntime:

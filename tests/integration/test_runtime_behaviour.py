@@ -382,3 +382,46 @@ def test_sync_sources_get_the_transformed_content_and_send_first_replies(make_pr
     assert erp_reply.content_type.startswith("application/json")
     down = result.replies["down"]
     assert not down.ok and down.detail
+
+
+def test_the_engine_process_freezes_its_heap_and_lets_a_redeployed_channel_go(make_project) -> None:  # type: ignore[no-untyped-def]
+    """Full collections skip the long-lived heap (gc.freeze), and a redeploy still frees the
+    previous runtime: the heap is unfrozen and collected before it is frozen again."""
+    import asyncio
+    import gc
+    import weakref
+
+    from engine.runtime.engine import Engine
+
+    project: Path = make_project(
+        {
+            "heap-in": """
+        name: heap-in
+        source: {type: mllp, listen: "127.0.0.1:0"}
+        pipeline: {datatype: hl7v2}
+        destinations:
+          - {name: files, type: file, directory: var/out/heap}
+    """
+        }
+    )
+
+    async def scenario() -> tuple[int, bool, bool, int]:
+        assert gc.get_freeze_count() == 0  # nothing before: engines in other processes only
+        engine = Engine(project, settle_heap=True)
+        await engine.start()
+        try:
+            frozen = gc.get_freeze_count()
+            first = weakref.ref(engine.get("heap-in"))
+            await engine.deploy("heap-in")  # redeploy: a new runtime replaces the frozen one
+            replaced = engine.get("heap-in") is not first()
+            return frozen, replaced, first() is None, gc.get_freeze_count()
+        finally:
+            await engine.stop()
+
+    try:
+        frozen, replaced, freed, frozen_again = asyncio.run(scenario())
+    finally:
+        gc.unfreeze()  # give the test process its heap back
+    assert frozen > 10_000  # modules, models, the channel: what a full collection no longer walks
+    assert replaced and freed
+    assert frozen_again > 10_000
