@@ -80,6 +80,9 @@ class DuplicateMessage(JunctionError):
         self.message_id = message_id
         super().__init__(f"already stored as message {message_id}")
 
+    def __reduce__(self) -> tuple[type[DuplicateMessage], tuple[str]]:
+        return DuplicateMessage, (self.message_id,)  # crosses to and from the store's process writer
+
 
 class DeliveryError(JunctionError):
     """A destination could not deliver a message."""

@@ -48,6 +48,23 @@ class TestSqliteStore(StoreConformance):
     """Every behaviour the runtime relies on, run against SQLite."""
 
 
+class TestSqliteStoreProcessWriter(StoreConformance):
+    """The same behaviours with ``writer: process`` (writes committed by a child process)."""
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> StoreFactory:
+        @contextlib.asynccontextmanager
+        async def factory() -> AsyncIterator[SqliteStore]:
+            store = SqliteStore(SqliteStoreConfig(path=DB, writer="process"), tmp_path)
+            await store.open()
+            try:
+                yield store
+            finally:
+                await store.close()
+
+        return factory
+
+
 def _open_close(tmp_path: Path, **config: object) -> dict[str, object]:
     async def scenario() -> dict[str, object]:
         store = SqliteStore(SqliteStoreConfig(path=DB, **config), tmp_path)  # type: ignore[arg-type]
@@ -191,7 +208,7 @@ async def produce(store, n):
         sys.stdout.flush()
 
 async def main():
-    store = SqliteStore(SqliteStoreConfig(path=sys.argv[2]), Path(sys.argv[1]))
+    store = SqliteStore(SqliteStoreConfig(path=sys.argv[2], writer=sys.argv[3]), Path(sys.argv[1]))
     await store.open()
     await asyncio.gather(*(produce(store, n) for n in range(8)))
 
@@ -216,9 +233,10 @@ def _read_until(proc: subprocess.Popen[bytes], lines: int, timeout: float) -> by
 
 
 @pytest.mark.integration
-def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_acknowledged_messages_survive_sigkill(tmp_path: Path, writer: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-c", CHILD, str(tmp_path), DB]
+    args = [sys.executable, "-c", CHILD, str(tmp_path), DB, writer]
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO) as proc:
         try:
             data = _read_until(proc, 400, timeout=30)
@@ -240,3 +258,33 @@ def test_acknowledged_messages_survive_sigkill(tmp_path: Path) -> None:
             await store.close()
 
     assert printed <= asyncio.run(stored())
+
+
+def test_a_killed_process_writer_is_replaced_and_nothing_committed_is_lost(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int, bool]:
+        store = SqliteStore(SqliteStoreConfig(path=DB, writer="process"), tmp_path)
+        await store.open()
+        try:
+            first = InboundMessage(channel="a", raw=b"MSH|first")
+            await store.add_message(first)
+            writer = store._writer
+            assert writer is not None and writer._proc is not None  # type: ignore[union-attr]
+            old_pid = writer._proc.pid  # type: ignore[union-attr]
+            os.kill(old_pid, signal.SIGKILL)
+            later = InboundMessage(channel="a", raw=b"MSH|later")
+            async with asyncio.timeout(20):
+                while True:  # writes fail while the child is replaced, then succeed again
+                    try:
+                        await store.add_message(later)
+                        break
+                    except StoreError:
+                        await asyncio.sleep(0.05)
+            new_pid = writer._proc.pid  # type: ignore[union-attr]
+            found = await store.search(MessageQuery(channel="a"))
+            return old_pid, new_pid, {s.id for s in found} == {first.id, later.id}
+        finally:
+            await store.close()
+
+    old_pid, new_pid, both = asyncio.run(scenario())
+    assert new_pid != old_pid
+    assert both

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field
@@ -21,6 +22,15 @@ class SqliteStoreConfig(PluginConfig):
     )
     busy_timeout_ms: int = Field(
         default=5000, ge=0, description="How long to wait for a lock held by another process before failing."
+    )
+    writer: Literal["thread", "process"] = Field(
+        default_factory=lambda: "process" if os.name == "posix" else "thread",
+        description=(
+            "Where writes run: `process` (a child process; the default on Linux and other POSIX "
+            "systems) or `thread` (a thread of the engine, the default elsewhere). The child does "
+            "not compete with the event loop for Python's GIL: measured 1.26x (full pipeline) to "
+            "1.40x (ACK path) more messages per second on a 2-core machine."
+        ),
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",

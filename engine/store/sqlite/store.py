@@ -15,6 +15,7 @@ from engine.core.store import DeliveryOutcome, MessageDetail, MessageQuery, Mess
 from engine.store import StoreError
 from engine.store.sqlite import reads, writes
 from engine.store.sqlite.config import SqliteStoreConfig
+from engine.store.sqlite.procwriter import ProcessWriter
 from engine.store.sqlite.schema import connect, enable_wal, migrate
 from engine.store.sqlite.writer import GroupCommitWriter
 
@@ -39,7 +40,7 @@ class SqliteStore:
     def __init__(self, config: SqliteStoreConfig, base_dir: Path) -> None:
         self.config = config
         self.path = Path(base_dir) / config.path
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupCommitWriter | ProcessWriter | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._reader_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
@@ -52,8 +53,24 @@ class SqliteStore:
         if self._writer is not None:
             return
         conn = await asyncio.to_thread(self._open_writer_conn)
-        self._writer = GroupCommitWriter(conn, batch_max=self.config.batch_max)
-        self._writer.start()
+        cfg = self.config
+        if cfg.writer == "process":
+            writer = ProcessWriter(
+                conn,
+                self.path,
+                batch_max=cfg.batch_max,
+                busy_timeout_ms=cfg.busy_timeout_ms,
+                synchronous=cfg.synchronous,
+            )
+            try:
+                await writer.attach()
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = writer
+        else:
+            self._writer = GroupCommitWriter(conn, batch_max=cfg.batch_max)
+            self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="junction-store-read")
 
     def _open_writer_conn(self) -> sqlite3.Connection:
@@ -82,7 +99,7 @@ class SqliteStore:
         self._writer = self._readers = None
         await asyncio.to_thread(self._close_sync, writer, readers)
 
-    def _close_sync(self, writer: GroupCommitWriter, readers: ThreadPoolExecutor) -> None:
+    def _close_sync(self, writer: GroupCommitWriter | ProcessWriter, readers: ThreadPoolExecutor) -> None:
         stopped = writer.stop()
         readers.shutdown(wait=True)
         with self._conns_lock:
