@@ -191,12 +191,16 @@ class ProcessWriter:
         """Let the child commit and answer everything sent, then end it (call off the loop)."""
         self._closed = True
         loop, transport = self._loop, self._transport
-        if loop is not None and transport is not None and not loop.is_closed():
+        via_loop = False
+        try:
+            if loop is None or transport is None or not loop.is_running():
+                raise RuntimeError("no loop to send the end on")
             # Behind any _send already scheduled on the loop: those frames go out first.
-            try:
-                loop.call_soon_threadsafe(_write_eof, transport)
-            except RuntimeError:
-                pass
+            loop.call_soon_threadsafe(_write_eof, transport)
+            via_loop = True
+        except RuntimeError:  # no running loop to do it: closing our end ends the child too
+            if self._sock is not None:
+                self._sock.close()
         proc = self._proc
         if proc is None:
             return True
@@ -204,7 +208,8 @@ class ProcessWriter:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return False
-        self._ended.wait(5.0)  # the loop has read the last answers
+        if via_loop:
+            self._ended.wait(5.0)  # the loop has read the last answers
         return True
 
 
