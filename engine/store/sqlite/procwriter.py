@@ -6,12 +6,12 @@ bench channel: the ACK path alone went from 2,517 to 3,528 msg/s with this write
 full pipeline (file destination delivering) from 1,285 to 1,618 msg/s, in A/B runs.
 
 How it works: the event loop gathers the writes submitted during one loop iteration and
-sends them as one pickled frame over a socketpair. The child process (``python -m
-engine.store.sqlite.procwriter``) reads every frame already waiting (up to ``batch_max``
-operations), runs them in one ``BEGIN IMMEDIATE ... COMMIT`` with the same fallback as the
-thread writer (a failing operation is retried alone under a savepoint, the rest commit),
-and answers each frame after COMMIT returned, in order. A future therefore resolves only
-once its write is durable, exactly as with the thread writer.
+sends them as one pickled frame over a socketpair. The child process (``main`` here) reads
+every frame already waiting (up to ``batch_max`` operations) and runs them in one
+``BEGIN IMMEDIATE ... COMMIT`` with the thread writer's fallback (a failing operation is
+run again alone under a savepoint, the rest commit). It answers each frame after COMMIT
+returned, in order: a future resolves only once its write is durable, as with the thread
+writer.
 
 The child ends when the socket closes: on ``stop`` after answering everything sent, and
 when the engine dies (even by SIGKILL, the kernel closes the socket) after finishing the
@@ -41,6 +41,9 @@ from engine.store import StoreError
 from engine.store.sqlite.writer import _caller_error
 
 T = TypeVar("T")
+# Not ``-m engine.store.sqlite.procwriter``: the package imports this module first, and runpy
+# warns about running a module that is already imported.
+_CHILD_MAIN = "import sys; from engine.store.sqlite.procwriter import main; main(sys.argv[1:])"
 _LEN = struct.Struct("!I")
 _PICKLE = pickle.HIGHEST_PROTOCOL
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # then writes keep failing: the engine needs a look
@@ -78,6 +81,9 @@ class ProcessWriter:
         parent, child = socket.socketpair()
         try:
             self._proc = await asyncio.to_thread(self._spawn, child)
+        except (OSError, ValueError) as exc:  # ValueError: pass_fds where there is no fork
+            parent.close()
+            raise StoreError(f"cannot start the store writer process (writer: process needs POSIX): {exc}") from exc
         except BaseException:
             parent.close()
             raise
@@ -88,10 +94,15 @@ class ProcessWriter:
         self._transport, _ = await self._loop.create_unix_connection(lambda: _Link(self), sock=parent)
 
     def _spawn(self, child: socket.socket) -> subprocess.Popen[bytes]:
+        # The child imports this very package, wherever it was imported from (an installed
+        # copy, a checkout on sys.path, a benchmark that put it there).
+        home = str(Path(__file__).resolve().parents[3])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (home, os.environ.get("PYTHONPATH")) if p)}
         return subprocess.Popen(
-            [sys.executable, "-m", "engine.store.sqlite.procwriter", str(child.fileno()), *self._args],
+            [sys.executable, "-c", _CHILD_MAIN, str(child.fileno()), *self._args],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
+            env=env,
         )
 
     def submit(self, op: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -354,6 +365,7 @@ class _Child:
 
 
 def main(argv: list[str]) -> None:
+    """The child: ``FD PATH BATCH_MAX BUSY_TIMEOUT_MS SYNCHRONOUS`` (see ``ProcessWriter``)."""
     import signal
 
     from engine.store.sqlite.schema import connect
@@ -370,9 +382,3 @@ def main(argv: list[str]) -> None:
     finally:
         conn.close()
         sock.close()
-
-
-if __name__ == "__main__":
-    if os.name != "posix":
-        raise SystemExit("the store's process writer needs a POSIX system")
-    main(sys.argv[1:])
