@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.store.sqlite import SqliteStoreConfig  # noqa: E402
 from engine.testing.peers import EngineProcess, free_port  # noqa: E402
 
 FLOOR_SERVER = r"""
@@ -151,19 +152,27 @@ def cpu_secs(pid: int) -> tuple[float, float]:
     store's process writer), all their threads."""
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
-    children = {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
-    for p in [pid, *sorted(children)]:
+    for p in [pid, *_children(pid)]:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         user += int(fields[11]) / tick
         system += int(fields[12]) / tick
     return user, system
 
 
+def _children(pid: int) -> list[int]:
+    return sorted(
+        {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+    )
+
+
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the engine and its live children (the store's process writer)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def wait_delivered(engine: EngineProcess, total: int, timeout: float = 600) -> float:
@@ -188,7 +197,10 @@ def main() -> None:
         help="folder for the engine's project (store and delivered files); default: the system's temp folder",
     )
     parser.add_argument(
-        "--writer", choices=["thread", "process"], default="thread", help="the SQLite store's writer (store.writer)"
+        "--writer",
+        choices=["thread", "process"],
+        default=SqliteStoreConfig().writer,
+        help="the SQLite store's writer (store.writer; default: the store's own default here)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
