@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 def store_factory(tmp_path: Path) -> StoreFactory:
     @contextlib.asynccontextmanager
     async def factory() -> AsyncIterator[SqliteStore]:
-        store = SqliteStore(SqliteStoreConfig(path=DB), tmp_path)
+        store = SqliteStore(SqliteStoreConfig(path=DB, writer="thread"), tmp_path)
         await store.open()
         try:
             yield store
@@ -46,7 +46,7 @@ def store_factory(tmp_path: Path) -> StoreFactory:
 
 
 class TestSqliteStore(StoreConformance):
-    """Every behaviour the runtime relies on, run against SQLite."""
+    """Every behaviour the runtime relies on, run against SQLite with ``writer: thread``."""
 
 
 class TestSqliteStoreProcessWriter(StoreConformance):
