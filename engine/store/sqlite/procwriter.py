@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.store import StoreError
-from engine.store.sqlite.writer import _caller_error
+from engine.store.sqlite.writer import run_batch
 
 T = TypeVar("T")
 # Not ``-m engine.store.sqlite.procwriter``: the package imports this module first, and runpy
@@ -254,9 +254,8 @@ class _Link(asyncio.Protocol):
 # -- the child process -------------------------------------------------------------------------
 
 
-def _answer(exc: Exception) -> Exception:
+def _answer(error: Exception) -> Exception:
     """An exception that survives pickling as itself, else a StoreError that names it."""
-    error = _caller_error(exc)
     try:
         back = pickle.loads(pickle.dumps(error, protocol=_PICKLE))  # noqa: S301 - just made
     except Exception:  # noqa: BLE001
@@ -317,51 +316,14 @@ class _Child:
                 return  # the engine is gone; what it sent is committed
 
     def _commit(self, requests: list[list[tuple[Callable[..., Any], tuple[Any, ...]]]]) -> list[list[Any]]:
-        conn = self.conn
-        ops = [item for request in requests for item in request]
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            results = self._run_all(ops)
-            if results is None:
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                results = [self._run_one(op, args) for op, args in ops]
-            conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - the transaction is lost: every caller hears it
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            error = _answer(exc)
-            results = [(False, error) for _ in ops]
+        outcomes = run_batch(self.conn, [item for request in requests for item in request])
+        outcomes = [(ok, value if ok else _answer(value)) for ok, value in outcomes]
         replies = []
         position = 0
         for request in requests:
-            replies.append(results[position : position + len(request)])
+            replies.append(outcomes[position : position + len(request)])
             position += len(request)
         return replies
-
-    def _run_all(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[bool, Any]] | None:
-        results = []
-        for op, args in ops:
-            try:
-                results.append((True, op(self.conn, *args)))
-            except Exception:  # noqa: BLE001 - run again one by one under savepoints
-                return None
-        return results
-
-    def _run_one(self, op: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-        conn = self.conn
-        conn.execute("SAVEPOINT op")
-        try:
-            result = op(conn, *args)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller; the batch goes on
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            return False, _answer(exc)
-        conn.execute("RELEASE op")
-        return True, result
 
 
 def main(argv: list[str]) -> None:

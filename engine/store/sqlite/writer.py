@@ -116,63 +116,72 @@ class GroupCommitWriter:
         return batch, False
 
     def _run_batch(self, batch: list[_Item]) -> None:
-        conn = self._conn
-        settled: list[_Settled] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            fast = self._run_all(conn, batch)
-            if fast is None:
-                # An operation failed: undo the batch and run it again with a savepoint around
-                # each operation, so only the failing ones fail. Operations only touch the
-                # database (their futures settle after COMMIT), so running them again is safe.
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                for op, args, future, _loop in batch:
-                    settled.append(self._run_one(conn, op, args, future))
-            else:
-                settled = fast
-            conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - the transaction is lost: every caller must hear it
-            self._abort(conn)
-            error = _caller_error(exc)
-            settled = [(future, None, error) for _op, _args, future, _loop in batch]
+        outcomes = run_batch(self._conn, [(op, args) for op, args, _future, _loop in batch])
+        settled: list[_Settled] = [
+            (future, value, None) if ok else (future, None, value)
+            for (_op, _args, future, _loop), (ok, value) in zip(batch, outcomes, strict=True)
+        ]
         self.commits += 1
         self.operations += len(batch)
         _deliver(batch, settled)
 
-    @staticmethod
-    def _run_all(conn: sqlite3.Connection, batch: list[_Item]) -> list[_Settled] | None:
-        """Every operation without savepoints (two statements fewer each); None if one failed."""
-        settled: list[_Settled] = []
-        for op, args, future, _loop in batch:
-            try:
-                settled.append((future, op(conn, *args), None))
-            except Exception:  # noqa: BLE001 - the caller re-runs the batch with savepoints
-                return None
-        return settled
 
-    @staticmethod
-    def _run_one(conn: sqlite3.Connection, op: Op, args: tuple[Any, ...], future: asyncio.Future[Any]) -> _Settled:
-        # A failing operation rolls back to its savepoint; the rest of the batch commits.
-        # If the savepoint itself is gone (SQLite rolled the whole transaction back on an
-        # I/O error), ROLLBACK TO raises and _run_batch fails the entire batch instead.
-        conn.execute("SAVEPOINT op")
+Outcome = tuple[bool, Any]  # (True, result) or (False, the exception for the caller)
+
+
+def run_batch(conn: sqlite3.Connection, ops: list[tuple[Op, tuple[Any, ...]]]) -> list[Outcome]:
+    """Run ``op(conn, *args)`` for each op in one ``BEGIN IMMEDIATE ... COMMIT``; one outcome
+    per op, in order. Shared by the thread writer and the process writer's child."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes = _run_all(conn, ops)
+        if outcomes is None:
+            # An operation failed: undo the batch and run it again with a savepoint around
+            # each operation, so only the failing ones fail. Operations only touch the
+            # database (their callers hear of them after COMMIT), so running them again is safe.
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [_run_one(conn, op, args) for op, args in ops]
+        conn.execute("COMMIT")
+    except Exception as exc:  # noqa: BLE001 - the transaction is lost: every caller must hear it
+        _abort(conn)
+        error = _caller_error(exc)
+        return [(False, error) for _ in ops]
+    return outcomes
+
+
+def _run_all(conn: sqlite3.Connection, ops: list[tuple[Op, tuple[Any, ...]]]) -> list[Outcome] | None:
+    """Every operation without savepoints (two statements fewer each); None if one failed."""
+    outcomes: list[Outcome] = []
+    for op, args in ops:
         try:
-            result = op(conn, *args)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller; the batch goes on
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            return future, None, _caller_error(exc)
-        conn.execute("RELEASE op")
-        return future, result, None
+            outcomes.append((True, op(conn, *args)))
+        except Exception:  # noqa: BLE001 - the caller re-runs the batch with savepoints
+            return None
+    return outcomes
 
-    @staticmethod
-    def _abort(conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("Store rollback failed.")
+
+def _run_one(conn: sqlite3.Connection, op: Op, args: tuple[Any, ...]) -> Outcome:
+    # A failing operation rolls back to its savepoint; the rest of the batch commits.
+    # If the savepoint itself is gone (SQLite rolled the whole transaction back on an
+    # I/O error), ROLLBACK TO raises and run_batch fails the entire batch instead.
+    conn.execute("SAVEPOINT op")
+    try:
+        result = op(conn, *args)
+    except Exception as exc:  # noqa: BLE001 - handed to the caller; the batch goes on
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return False, _caller_error(exc)
+    conn.execute("RELEASE op")
+    return True, result
+
+
+def _abort(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("Store rollback failed.")
 
 
 def _caller_error(exc: Exception) -> Exception:
