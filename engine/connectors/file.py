@@ -9,6 +9,7 @@ after a crash replaces the same file and the destination is idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -145,23 +146,32 @@ def _check_name_text(value: str, key: str) -> None:
         raise ValueError(f"{key} may not contain '..'")
 
 
+@functools.lru_cache(maxsize=256)
+def _used_fields(template: str) -> frozenset[str]:
+    try:
+        return frozenset(template_fields(template))
+    except ValueError:
+        return frozenset(FILENAME_FIELDS)  # let format_map report it below
+
+
+def _field_value(name: str, item: Outbound, now: float) -> str:
+    if name in ("date", "time"):
+        return time.strftime("%Y%m%d" if name == "date" else "%H%M%S", time.gmtime(now))
+    if name == "timestamp":
+        return str(int(now * 1000))
+    if name == "ext":
+        return extension_for(item.content_type)
+    if name == "attempt":
+        return str(item.attempt)
+    return str(getattr(item, name))
+
+
 def render_name(template: str, item: Outbound, now: float) -> str:
     """The file name for ``item``; raise ``PermanentError`` when it cannot be a file name."""
-    stamp = time.gmtime(now)
-    values = {
-        "channel": item.channel,
-        "destination": item.destination,
-        "message_id": item.message_id,
-        "correlation_id": item.correlation_id,
-        "control_id": item.control_id,
-        "attempt": str(item.attempt),
-        "date": time.strftime("%Y%m%d", stamp),
-        "time": time.strftime("%H%M%S", stamp),
-        "timestamp": str(int(now * 1000)),
-        "ext": extension_for(item.content_type),
-    }
+    # Only the fields the template names are computed (one sanitising pass each).
+    values = {name: safe_part(_field_value(name, item, now)) for name in _used_fields(template)}
     try:
-        name = template.format_map({k: safe_part(v) for k, v in values.items()})
+        name = template.format_map(values)
     except (KeyError, ValueError, IndexError) as exc:
         raise PermanentError(f"filename template cannot be rendered ({type(exc).__name__})") from exc
     # Joins can still make '..' ("{control_id}.{ext}" with an id ending in '.') or a hidden file.
@@ -175,24 +185,24 @@ def render_name(template: str, item: Outbound, now: float) -> str:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Where one delivery writes."""
+    """Where one delivery writes (plain strings: this runs once per file)."""
 
-    directory: Path
+    directory: str
     name: str
     temp_suffix: str
     overwrite: str
     fsync: bool
 
     @property
-    def final(self) -> Path:
-        return self.directory / self.name
+    def final(self) -> str:
+        return os.path.join(self.directory, self.name)
 
     @property
-    def temp(self) -> Path:
-        return self.directory / (self.name + self.temp_suffix)
+    def temp(self) -> str:
+        return os.path.join(self.directory, self.name + self.temp_suffix)
 
 
-def _fsync_directory(directory: Path) -> None:
+def _fsync_directory(directory: str | Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -231,7 +241,7 @@ def _place_exclusive(plan: _Plan) -> bool:
         if exc.errno not in _NO_LINKS:
             raise
         # No hard links here: a check then rename, with a small race nobody else can close either.
-        if plan.final.exists():
+        if os.path.lexists(plan.final):
             return False
         os.replace(plan.temp, plan.final)
         return True
@@ -242,18 +252,20 @@ def _place_exclusive(plan: _Plan) -> bool:
 def _conflict(plan: _Plan) -> bool:
     """Handle an existing final file per ``overwrite``: True = skip, raise for error."""
     if plan.overwrite == "error":
-        raise PermanentError(f"a file with this name already exists in {plan.directory.name} (overwrite: error)")
+        raise PermanentError(
+            f"a file with this name already exists in {os.path.basename(plan.directory)} (overwrite: error)"
+        )
     return True
 
 
 def write_file(plan: _Plan, content: bytes) -> bool:
     """Write ``content`` atomically per ``plan`` (blocking); False when an existing file was kept."""
-    if plan.overwrite != "replace" and plan.final.exists() and _conflict(plan):
+    if plan.overwrite != "replace" and os.path.exists(plan.final) and _conflict(plan):
         return False
     try:
         _write_temp(plan, content)
     except FileNotFoundError:
-        plan.directory.mkdir(parents=True, exist_ok=True)  # created lazily: a syscall saved per file
+        os.makedirs(plan.directory, exist_ok=True)  # created lazily: a syscall saved per file
         _write_temp(plan, content)
     placed = False
     try:
@@ -266,13 +278,14 @@ def write_file(plan: _Plan, content: bytes) -> bool:
             placed = True
     finally:
         if not placed:
-            plan.temp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(plan.temp)
     if plan.fsync:
         _fsync_directory(plan.directory)
     return True
 
 
-def _sync_filesystem(directory: Path, files: list[Path]) -> None:
+def _sync_filesystem(directory: Path, files: list[str]) -> None:
     """Make the given files and their renames durable with one syncfs(2) where Linux offers it.
 
     One filesystem sync per batch costs one journal commit instead of two fsyncs per file.
@@ -341,9 +354,11 @@ class FileDestination:
         self.config = config
         self.channel = channel
         self._directory = base_dir / config.directory  # an absolute directory stays absolute
+        self._directory_str = str(self._directory)
+        self._detail_prefix = str(Path(config.directory))  # as configured, for SendResult.detail
         self._log = log
         self.problem: str | None = None
-        self._unsynced: list[Path] = []
+        self._unsynced: list[str] = []
 
     async def open(self) -> None:
         """Create the directory; a failure here is retried per message, not a held queue."""
@@ -394,7 +409,7 @@ class FileDestination:
         if len((name + self.config.temp_suffix).encode()) > MAX_NAME_BYTES:
             raise PermanentError(f"rendered file name is longer than {MAX_NAME_BYTES} bytes; shorten filename")
         # Durability is deferred to flush(), which the runtime calls before recording SENT.
-        plan = _Plan(self._directory, name, self.config.temp_suffix, self.config.overwrite, False)
+        plan = _Plan(self._directory_str, name, self.config.temp_suffix, self.config.overwrite, False)
         try:
             written = write_file(plan, item.content)
         except OSError as exc:
@@ -407,7 +422,7 @@ class FileDestination:
             self._log.info(
                 "File exists; delivery skipped.", extra={"destination": self.config.name, "message_id": item.message_id}
             )
-        return SendResult(detail=str(Path(self.config.directory) / name))
+        return SendResult(detail=os.path.join(self._detail_prefix, name))
 
 
 def _os_reason(exc: OSError) -> str:

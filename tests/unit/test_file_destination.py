@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.connectors.file import FileDestination, FileDestinationConfig, extension_for, render_name
+from engine.connectors.file import FILENAME_FIELDS, FileDestination, FileDestinationConfig, extension_for, render_name
 from engine.core.errors import PermanentError, RetryableError
 from engine.core.logs import bind
 from engine.core.message import Outbound, SendResult
@@ -104,6 +104,16 @@ def test_every_template_field() -> None:
     assert name == (
         f"adt-in_archive_{MESSAGE_ID}_01HZX3K9V6Q4M2T8R5N7B1C0AA_MSG0001_3_20240102_030405_1704164645678.hl7"
     )
+
+
+@pytest.mark.parametrize("field", FILENAME_FIELDS)
+def test_each_field_alone_renders_as_in_the_full_template(field: str) -> None:
+    # render_name computes only the fields a template names: each must come out the same
+    # whether it stands alone or among all the others.
+    now = calendar.timegm((2024, 1, 2, 3, 4, 5)) + 0.678
+    full = render_name("+".join(f"{{{f}}}" for f in FILENAME_FIELDS), item(attempt=3), now).split("+")
+    alone = render_name(f"x{{{field}}}", item(attempt=3), now)
+    assert alone == "x" + full[FILENAME_FIELDS.index(field)]
 
 
 @pytest.mark.parametrize("control_id", ["../../etc/passwd", "a/b\\c", "..", ".hidden.", "x y\tz\u00e9", "..\x00.."])
