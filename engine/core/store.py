@@ -157,6 +157,7 @@ class MessageStore(Protocol):
         error: str = "",
         dedupe_key: str = "",
         values: dict[str, str] | None = None,
+        result: ProcessResult | None = None,
     ) -> int:
         """Store a newly received message and its raw content; return its sequence number.
 
@@ -165,6 +166,10 @@ class MessageStore(Protocol):
         stored): sources use it for exactly-once intake across crashes (a file's name, size,
         mtime and hash). ``values`` are small named values (as ``put_value``) committed in the
         same transaction, e.g. the business key a duplicate window checks.
+
+        With ``result`` (the message's first pipeline run, computed before storing), the
+        run is stored in the same transaction as ``record_result`` would store it: a channel
+        whose processing is quick pays one commit for intake and processing, not two.
         """
 
     async def record_result(self, result: ProcessResult) -> None:

@@ -268,6 +268,54 @@ class StoreConformance:
 
         run(scenario())
 
+    def test_add_with_its_first_result_equals_add_then_record(self, store_factory: StoreFactory) -> None:
+        # A message processed before it is stored: one write must leave what add_message
+        # followed by record_result leaves (status, stages, response, rows, counters, claims).
+        def first_run(msg: InboundMessage) -> ProcessResult:
+            return ProcessResult(
+                message_id=msg.id,
+                run=1,
+                status=Status.TRANSFORMED,
+                stages={"transformed": b"T" + msg.raw[:8]},
+                routes=[route(), route("skip", status=Status.FILTERED)],
+                response=b"MSA|AA",
+            )
+
+        async def scenario() -> None:
+            async with store_factory() as store:
+                one, two, three = message(1), message(2), message(3)
+                one.seq = await store.add_message(one)
+                await store.record_result(first_run(one))
+                two.seq = await store.add_message(two, result=first_run(two))
+                three.seq = await store.add_message(three, dedupe_key="f3", result=first_run(three))
+                with pytest.raises(DuplicateMessage):  # the key still guards the combined write
+                    await store.add_message(message(4), dedupe_key="f3", result=first_run(message(4)))
+                with pytest.raises(ValueError, match="first run"):  # a result must be the message's own
+                    await store.add_message(message(5), result=first_run(message(6)))
+                details = [await store.get(m.id) for m in (one, two, three)]
+                counters = await store.counters(CHANNEL)
+                unprocessed = await store.unprocessed(CHANNEL)
+                entries = await claim(store, now=time.time())
+            assert None not in details
+            seen = [
+                (d.summary.status, d.contents, d.summary.destinations, [(x.run, x.attempts) for x in d.destinations])
+                for d in details
+                if d is not None
+            ]
+            assert seen[1][0] == seen[0][0] == Status.TRANSFORMED
+            assert seen[1][1] == {
+                (0, "raw"): two.raw,
+                (1, "transformed"): b"T" + two.raw[:8],
+                (1, "response"): b"MSA|AA",
+            }
+            assert [s[2:] for s in seen] == [seen[0][2:]] * 3
+            assert counters[Status.TRANSFORMED] == 3 and counters.get(Status.RECEIVED, 0) == 0
+            assert (counters[f"dest:{DEST}:QUEUED"], counters["dest:skip:FILTERED"]) == (3, 3)
+            assert unprocessed == []  # nothing left for recovery to process again
+            assert [e.message_id for e in entries] == [one.id, two.id, three.id]
+
+        run(scenario())
+
     def test_record_result_for_unknown_message_fails(self, store_factory: StoreFactory) -> None:
         async def scenario() -> None:
             async with store_factory() as store:

@@ -241,6 +241,43 @@ def test_restart_resumes_queued_and_unprocessed_messages(make_project, monkeypat
     assert [control(r) for r in erp.snapshot()] == [f"R{n}" for n in range(5)]
 
 
+def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # An idle started channel processes a new message before storing it (one commit); while
+    # earlier messages still wait for processing (here: held by a pause, then recovered on
+    # resume) new ones must take the queue behind them, or a FIFO destination sees them first.
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "order-in": """
+            name: order-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - {name: erp, type: http, url: "${ERP_URL}/order"}
+        """
+            }
+        )
+        with EngineThread(project) as running:
+            _, port = running.address("order-in")
+            runtime = running.engine.get("order-in")
+            wait_until(lambda: runtime._process_on_intake(b"x"))  # start-up recovery is over
+            assert send_all(port, [dft(f"O{n}", "P1") for n in range(3)]) == [("AA", f"O{n}") for n in range(3)]
+            running.run(running.engine.act("order-in", "pause"))
+            assert not runtime._process_on_intake(b"x")
+            assert [c for c, _ in send_all(port, [dft(f"O{n}", "P1") for n in range(3, 40)])] == ["AA"] * 37
+            running.run(running.engine.act("order-in", "resume"))
+            assert not runtime._process_on_intake(b"x")  # the held messages come first
+            assert [c for c, _ in send_all(port, [dft(f"O{n}", "P1") for n in range(40, 60)])] == ["AA"] * 20
+            wait_until(lambda: len(erp.snapshot()) == 60)
+            wait_until(lambda: runtime._process_on_intake(b"x"))
+            assert send_all(port, [dft("O60", "P1")]) == [("AA", "O60")]
+            wait_until(lambda: len(erp.snapshot()) == 61)
+            counters = running.run(running.engine.store.counters("order-in"))
+    assert [control(r) for r in erp.snapshot()] == [f"O{n}" for n in range(61)]
+    assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0), counters.get("dest:erp:SENT")) == (61, 0, 61)
+
+
 def test_send_first_delivers_before_the_ack(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     with HttpPeer() as erp:
         monkeypatch.setenv("ERP_URL", erp.url)

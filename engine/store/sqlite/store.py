@@ -162,9 +162,12 @@ class SqliteStore:
         error: str = "",
         dedupe_key: str = "",
         values: dict[str, str] | None = None,
+        result: ProcessResult | None = None,
     ) -> int:
-        """Store a newly received message and its raw content; return (and set) its seq."""
-        seq = await self._write(writes.add_message, msg, str(status), error, dedupe_key, values)
+        """Store a newly received message and its raw content; return (and set) its seq.
+
+        With ``result``, its first pipeline run is stored in the same transaction."""
+        seq = await self._write(writes.add_message, msg, str(status), error, dedupe_key, values, result)
         msg.seq = seq
         return seq
 

@@ -57,11 +57,15 @@ def add_message(
     error: str,
     dedupe_key: str = "",
     values: dict[str, str] | None = None,
+    result: ProcessResult | None = None,
 ) -> int:
     """Insert the message row and its raw content (run 0, stage 'raw'); return the seq.
 
     A ``dedupe_key`` is kept in the kv table (``dedupe:<channel>:<key>`` -> message id) in
     the same transaction; a key already there raises ``DuplicateMessage`` before any insert.
+    With ``result`` (the message's first pipeline run), the row starts with that run's
+    status and its stages and destination rows are inserted too: one transaction does what
+    ``add_message`` then ``record_result`` would.
     """
     if dedupe_key:
         kv_key = f"dedupe:{msg.channel}:{dedupe_key}"
@@ -69,15 +73,22 @@ def add_message(
         if row is not None:
             raise DuplicateMessage(row[0])
         conn.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (kv_key, msg.id))
+    if result is not None:
+        if result.message_id != msg.id or result.run != msg.run:
+            raise ValueError("the processing result given with a new message must be its own first run")
+        status, error = str(result.status), result.error
     source = _SOURCE_JSON.encode(msg.source) if msg.source else "{}"
     row = (msg.id, msg.channel, msg.correlation_id, msg.received_at, msg.control_id, msg.business_key)
-    cur = conn.execute(INSERT_MESSAGE, (*row, source, status, msg.run, error, time.time()))
+    now = time.time()
+    cur = conn.execute(INSERT_MESSAGE, (*row, source, status, msg.run, error, now))
     seq = cur.lastrowid
     if seq is None:  # cannot happen: an INSERT into a rowid table always sets it
         raise StoreError("SQLite did not report the new message's sequence number")
     conn.execute(UPSERT_CONTENT, (seq, 0, "raw", msg.raw))
     if values:
         conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(values.items()))
+    if result is not None:
+        _result_rows(conn, seq, msg.channel, result, now)
     return seq
 
 
@@ -97,6 +108,11 @@ def record_result(conn: sqlite3.Connection, result: ProcessResult) -> None:
     seq, channel, _run = _find(conn, result.message_id)
     now = time.time()
     conn.execute(UPDATE_RESULT, (str(result.status), result.error, result.run, now, seq, result.run))
+    _result_rows(conn, seq, channel, result, now)
+
+
+def _result_rows(conn: sqlite3.Connection, seq: int, channel: str, result: ProcessResult, now: float) -> None:
+    """A run's kept stages, response and destination rows (the message row is done)."""
     stages = [(seq, result.run, name, content) for name, content in result.stages.items()]
     if result.response is not None:
         stages.append((seq, result.run, "response", result.response))
