@@ -53,6 +53,7 @@ class DestinationWorker:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._claimed = 0  # rows the current round claimed
         self.sent = 0
         self.failed = 0
 
@@ -87,6 +88,7 @@ class DestinationWorker:
             if self._stopping:
                 break
             self.wake.clear()
+            self._claimed = 0
             try:
                 worked = await self._round()
             except Exception:
@@ -95,6 +97,11 @@ class DestinationWorker:
                 await asyncio.sleep(1.0)
             if not worked:
                 await self._idle()
+            elif self._claimed < CLAIM_LIMIT and not self._stopping:
+                # Keeping up: let the next round gather a few ms of arrivals rather than claim
+                # each message as it comes (a round costs two commits and a filesystem sync
+                # however few messages it carries). Behind a backlog, claim again at once.
+                await asyncio.sleep(GATHER_SECS)
 
     async def _idle(self) -> None:
         due = await self.store.next_retry_at(self.channel, self.config.name, self.partition)
@@ -116,6 +123,7 @@ class DestinationWorker:
             lease_secs=self.config.lease_secs,
             now=time.time(),
         )
+        self._claimed = len(entries)
         if not entries:
             return False
         if hasattr(self.destination, "send_batch") and self.running.is_set() and not self._stopping:

@@ -15,6 +15,7 @@ import pytest
 
 from engine.core.message import Status
 from engine.core.store import MessageQuery
+from engine.runtime.workers import GATHER_SECS
 from engine.testing.peers import EngineThread, HttpPeer, Received, mllp_exchange, msa
 
 pytestmark = pytest.mark.integration
@@ -276,6 +277,46 @@ def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_pr
             counters = running.run(running.engine.store.counters("order-in"))
     assert [control(r) for r in erp.snapshot()] == [f"O{n}" for n in range(61)]
     assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0), counters.get("dest:erp:SENT")) == (61, 0, 61)
+
+
+def test_a_worker_keeping_up_gathers_arrivals_into_rounds(make_project) -> None:  # type: ignore[no-untyped-def]
+    # Messages processed on intake reach the queue one by one. A worker that is keeping up
+    # waits a few ms before its next claim, so one round (two commits and a filesystem sync)
+    # carries several messages instead of one claim per arrival.
+    project: Path = make_project(
+        {
+            "rounds-in": """
+            name: rounds-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - {name: files, type: file, directory: var/out/rounds}
+        """
+        }
+    )
+    with EngineThread(project) as running:
+        _, port = running.address("rounds-in")
+        runtime = running.engine.get("rounds-in")
+        destination = runtime.destinations["files"]
+        sizes: list[int] = []
+        send_batch = destination.send_batch
+
+        async def counting(items):  # type: ignore[no-untyped-def]
+            sizes.append(len(items))
+            return await send_batch(items)
+
+        destination.send_batch = counting  # type: ignore[method-assign]
+        wait_until(lambda: runtime._process_on_intake(b"x"))  # start-up recovery is over
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for n in range(150):  # one at a time, each waits for its ACK
+                assert msa(mllp_exchange(sock, dft(f"G{n}", "P1"))) == ("AA", f"G{n}")
+        elapsed = time.monotonic() - started
+        wait_until(lambda: sum(sizes) == 150)
+    assert len(list((project / "var" / "out" / "rounds").iterdir())) == 150
+    # At most one round per gathering pause (plus the last ones); claiming per arrival makes
+    # a round every few ms, several times more.
+    assert len(sizes) <= elapsed / GATHER_SECS + 3, (len(sizes), round(elapsed, 3), sizes)
 
 
 def test_send_first_delivers_before_the_ack(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
