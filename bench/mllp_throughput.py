@@ -6,8 +6,9 @@
 
 Both run as subprocesses; this process is the load client (C connections, each sending a
 message and waiting for its ACK). Reports msg/s, p50/p99 ACK latency at 1, 8 and 32
-connections, the Junction/floor ratio, ACK latency at a fixed open-loop rate, how long
-delivery takes to catch up, and the engine's RSS after many messages.
+connections, the Junction/floor ratio, the ACK path alone at 8 connections (channel paused:
+messages stored, processing and delivery held), ACK latency at a fixed open-loop rate, how
+long delivery takes to catch up, and the engine's RSS after many messages.
 
     python bench/mllp_throughput.py [--secs 5] [--rate 500] [--rss-messages 100000] [--dir DIR] [--writer process]
 
@@ -256,6 +257,23 @@ def main() -> None:
                     },
                 }
                 print(f"junction  c={c:>2}: {results[f'junction_c{c}']}", flush=True)
+            # The ACK path alone (channel paused: listening and storing, processing and
+            # delivery held), to show what intake costs apart from the pipeline behind it.
+            engine.call("POST", "/api/channels/bench-in/pause")
+            before = cpu_secs(engine.proc.pid)
+            sent, lat = asyncio.run(closed_loop(port, 8, args.secs, sent))
+            after = cpu_secs(engine.proc.pid)
+            engine.call("POST", "/api/channels/bench-in/resume")
+            results["junction_ack_path_c8"] = {
+                "msg_s": round(len(lat) / args.secs),
+                "p50_ms": round(pct(lat, 0.5), 3),
+                "p99_ms": round(pct(lat, 0.99), 3),
+                "cpu_us_per_msg": {
+                    "user": round((after[0] - before[0]) / max(len(lat), 1) * 1e6),
+                    "system": round((after[1] - before[1]) / max(len(lat), 1) * 1e6),
+                },
+            }
+            print(f"ACK path (paused) c= 8: {results['junction_ack_path_c8']}", flush=True)
             catch_up = wait_delivered(engine, sent)
             results["delivery_catch_up_secs"] = round(catch_up, 2)
             print(f"delivery caught up {catch_up:.2f}s after the last closed-loop run ({sent} messages)")
