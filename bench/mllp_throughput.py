@@ -186,6 +186,24 @@ def wait_delivered(engine: EngineProcess, total: int, timeout: float = 600) -> f
     return float("inf")
 
 
+def measure(pid: int, port: int, connections: int, secs: float, sent: int) -> tuple[int, dict[str, object]]:
+    """One closed-loop run against the engine: msg/s, latency and the engine's CPU per message."""
+    before = cpu_secs(pid)
+    sent, lat = asyncio.run(closed_loop(port, connections, secs, sent))
+    after = cpu_secs(pid)
+    return sent, {
+        "msg_s": round(len(lat) / secs),
+        "p50_ms": round(pct(lat, 0.5), 3),
+        "p99_ms": round(pct(lat, 0.99), 3),
+        # where the engine's time goes (its store writer process included): Python and
+        # SQLite (user) against the kernel (sockets, file creation, fsync)
+        "cpu_us_per_msg": {
+            "user": round((after[0] - before[0]) / max(len(lat), 1) * 1e6),
+            "system": round((after[1] - before[1]) / max(len(lat), 1) * 1e6),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--secs", type=float, default=5.0, help="seconds per closed-loop run")
@@ -242,37 +260,13 @@ def main() -> None:
             sent = 0
             assert engine.proc is not None
             for c in (1, 8, 32):
-                before = cpu_secs(engine.proc.pid)
-                sent, lat = asyncio.run(closed_loop(port, c, args.secs, sent))
-                after = cpu_secs(engine.proc.pid)
-                results[f"junction_c{c}"] = {
-                    "msg_s": round(len(lat) / args.secs),
-                    "p50_ms": round(pct(lat, 0.5), 3),
-                    "p99_ms": round(pct(lat, 0.99), 3),
-                    # where the engine's time goes (its store writer process included): Python
-                    # and SQLite (user) against the kernel (sockets, file creation, fsync)
-                    "cpu_us_per_msg": {
-                        "user": round((after[0] - before[0]) / max(len(lat), 1) * 1e6),
-                        "system": round((after[1] - before[1]) / max(len(lat), 1) * 1e6),
-                    },
-                }
+                sent, results[f"junction_c{c}"] = measure(engine.proc.pid, port, c, args.secs, sent)
                 print(f"junction  c={c:>2}: {results[f'junction_c{c}']}", flush=True)
             # The ACK path alone (channel paused: listening and storing, processing and
             # delivery held), to show what intake costs apart from the pipeline behind it.
             engine.call("POST", "/api/channels/bench-in/pause")
-            before = cpu_secs(engine.proc.pid)
-            sent, lat = asyncio.run(closed_loop(port, 8, args.secs, sent))
-            after = cpu_secs(engine.proc.pid)
+            sent, results["junction_ack_path_c8"] = measure(engine.proc.pid, port, 8, args.secs, sent)
             engine.call("POST", "/api/channels/bench-in/resume")
-            results["junction_ack_path_c8"] = {
-                "msg_s": round(len(lat) / args.secs),
-                "p50_ms": round(pct(lat, 0.5), 3),
-                "p99_ms": round(pct(lat, 0.99), 3),
-                "cpu_us_per_msg": {
-                    "user": round((after[0] - before[0]) / max(len(lat), 1) * 1e6),
-                    "system": round((after[1] - before[1]) / max(len(lat), 1) * 1e6),
-                },
-            }
             print(f"ACK path (paused) c= 8: {results['junction_ack_path_c8']}", flush=True)
             catch_up = wait_delivered(engine, sent)
             results["delivery_catch_up_secs"] = round(catch_up, 2)
