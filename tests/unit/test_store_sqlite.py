@@ -31,11 +31,10 @@ DB = "db/junction.db"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def store_factory(tmp_path: Path) -> StoreFactory:
+def _factory(tmp_path: Path, writer: str) -> StoreFactory:
     @contextlib.asynccontextmanager
     async def factory() -> AsyncIterator[SqliteStore]:
-        store = SqliteStore(SqliteStoreConfig(path=DB, writer="thread"), tmp_path)
+        store = SqliteStore(SqliteStoreConfig(path=DB, writer=writer), tmp_path)  # type: ignore[arg-type]
         await store.open()
         try:
             yield store
@@ -43,6 +42,11 @@ def store_factory(tmp_path: Path) -> StoreFactory:
             await store.close()
 
     return factory
+
+
+@pytest.fixture
+def store_factory(tmp_path: Path) -> StoreFactory:
+    return _factory(tmp_path, "thread")
 
 
 class TestSqliteStore(StoreConformance):
@@ -54,16 +58,7 @@ class TestSqliteStoreProcessWriter(StoreConformance):
 
     @pytest.fixture
     def store_factory(self, tmp_path: Path) -> StoreFactory:
-        @contextlib.asynccontextmanager
-        async def factory() -> AsyncIterator[SqliteStore]:
-            store = SqliteStore(SqliteStoreConfig(path=DB, writer="process"), tmp_path)
-            await store.open()
-            try:
-                yield store
-            finally:
-                await store.close()
-
-        return factory
+        return _factory(tmp_path, "process")
 
 
 def _open_close(tmp_path: Path, **config: object) -> dict[str, object]:
