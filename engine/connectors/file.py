@@ -241,7 +241,7 @@ def _place_exclusive(plan: _Plan) -> bool:
         if exc.errno not in _NO_LINKS:
             raise
         # No hard links here: a check then rename, with a small race nobody else can close either.
-        if os.path.lexists(plan.final):
+        if os.path.exists(plan.final):
             return False
         os.replace(plan.temp, plan.final)
         return True
