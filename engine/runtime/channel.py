@@ -32,6 +32,7 @@ QUEUE_MAX = 10_000
 BATCH_MAX = 256
 RECOVERY_PAGE = 500
 GATHER_SECS = 0.01
+IDLE_WAKE_SECS = 0.5  # an idle processor looks at its queue, its state and recovery this often
 OFF_LOOP_BYTES = 256 * 1024  # parse/split bigger payloads in a thread (a 5 MB X12 file takes ~0.5 s)
 DUPLICATE = "DUPLICATE"  # SubmitResult.status when a dedupe key was committed before
 
@@ -88,6 +89,7 @@ class ChannelRuntime:
         self._done_while_recovering: set[str] | None = None
         self._recover = True
         self._processing = False  # the processor holds messages taken from its queue
+        self._held: list[Item] = []  # taken from the queue while a recovery was due
         self.alert_destination: Destination | None = None
         self._alerts: set[asyncio.Task[None]] = set()
 
@@ -217,6 +219,8 @@ class ChannelRuntime:
         self.workers.clear()
         # Whatever was in memory is RECEIVED in the store: the next start recovers it.
         self._queue = asyncio.Queue(QUEUE_MAX)
+        self._held.clear()
+        self._processing = False
         self._inflight.clear()
         for fut in self._waiters.values():
             if not fut.done():
@@ -375,6 +379,7 @@ class ChannelRuntime:
             and not self._processing
             and not self._recover
             and self._done_while_recovering is None
+            and not self._held
             and self._queue.empty()
             and not self.pipeline.slow
             and self.channel.storage != StorageMode.METADATA
@@ -491,10 +496,15 @@ class ChannelRuntime:
                 await self._recover_stored()
                 continue
             try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=0.5)
+                first = await asyncio.wait_for(self._take_next(), timeout=IDLE_WAKE_SECS)
             except TimeoutError:
                 continue
-            self._processing = True
+            if self._recover:
+                # A resume came while this loop waited on the queue: what the pause held was
+                # received earlier and goes first; recovery takes this one in store order.
+                self._held.append(first)
+                self._processing = False
+                continue
             try:
                 if self.ack_mode != "after_processing" and self._queue.qsize() < BATCH_MAX:
                     # Nobody waits on processing: gather a few ms of arrivals so that their
@@ -507,26 +517,63 @@ class ChannelRuntime:
             finally:
                 self._processing = False
 
+    async def _take_next(self) -> Item:
+        """The next queued message, marking the processor busy in the same step.
+
+        ``wait_for`` runs this as its own task, so the loop resumes one event-loop turn after
+        the item left the queue; a message arriving in that turn must not see an empty queue
+        and an idle processor, or it would be processed on intake ahead of this one.
+        """
+        item = await self._queue.get()
+        self._processing = True
+        return item
+
+    def _take_queued(self) -> dict[str, Item]:
+        """Everything waiting in the processing queue (and held by the loop), by message id."""
+        held = {item.msg.id: item for item in self._held}
+        self._held.clear()
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            held[item.msg.id] = item
+        return held
+
     async def _recover_stored(self) -> None:
+        """Process every stored unprocessed message in store order, queued ones included.
+
+        Messages queued in memory may be older than those a pause left in the store (they
+        were queued before it), so recovery takes them out of the queue and processes them
+        at their place in the store's order; anything left over follows in queue order.
+        """
         self._done_while_recovering = set()
         total = 0
         after = 0
+        held: dict[str, Item] = {}
         try:
             while True:
                 page = await self.store.unprocessed(self.name, limit=RECOVERY_PAGE, after_seq=after)
+                held.update(self._take_queued())
                 if not page:
                     break
                 after = max(m.seq for m in page)
-                items = [
-                    Item(m) for m in page if m.id not in self._inflight and m.id not in self._done_while_recovering
-                ]
+                items = []
+                for m in page:
+                    if m.id in self._done_while_recovering:
+                        continue
+                    queued = held.pop(m.id, None)
+                    if queued is not None:
+                        items.append(queued)
+                    elif m.id not in self._inflight:
+                        self._inflight.add(m.id)
+                        items.append(Item(m))
                 if items:
                     total += len(items)
-                    for item in items:
-                        self._inflight.add(item.msg.id)
                     await self._process(items)
                 if len(page) < RECOVERY_PAGE:
                     break
+            held.update(self._take_queued())
+            rest = [item for item in held.values() if item.msg.id not in self._done_while_recovering]
+            for start in range(0, len(rest), BATCH_MAX):
+                await self._process(rest[start : start + BATCH_MAX])
         finally:
             self._done_while_recovering = None
         if total:

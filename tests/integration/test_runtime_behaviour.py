@@ -7,14 +7,17 @@ unset, and recovery of queued messages after a restart.
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from engine.core.message import Status
 from engine.core.store import MessageQuery
+from engine.runtime import channel as channel_module
 from engine.runtime.workers import GATHER_SECS
 from engine.testing.peers import EngineThread, HttpPeer, Received, mllp_exchange, msa
 
@@ -246,6 +249,9 @@ def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_pr
     # An idle started channel processes a new message before storing it (one commit); while
     # earlier messages still wait for processing (here: held by a pause, then recovered on
     # resume) new ones must take the queue behind them, or a FIFO destination sees them first.
+    # The idle processor waits on its queue for long here, so the resume always finds it
+    # there and the first new message reaches it before the recovery does.
+    monkeypatch.setattr(channel_module, "IDLE_WAKE_SECS", 30.0)
     with HttpPeer() as erp:
         monkeypatch.setenv("ERP_URL", erp.url)
         project: Path = make_project(
@@ -277,6 +283,12 @@ def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_pr
             counters = running.run(running.engine.store.counters("order-in"))
     assert [control(r) for r in erp.snapshot()] == [f"O{n}" for n in range(61)]
     assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0), counters.get("dest:erp:SENT")) == (61, 0, 61)
+    # the order the messages were processed in: their destination rows are numbered as inserted
+    with closing(sqlite3.connect(project / "var" / "junction.db")) as db:
+        processed = db.execute(
+            "SELECT m.control_id FROM queue q JOIN messages m ON m.seq = q.message_seq ORDER BY q.id"
+        ).fetchall()
+    assert [c for (c,) in processed] == [f"O{n}" for n in range(61)]
 
 
 def test_a_worker_keeping_up_gathers_arrivals_into_rounds(make_project) -> None:  # type: ignore[no-untyped-def]
