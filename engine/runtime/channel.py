@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from engine.core.message import InboundMessage, Outbound, Status, StorageMode
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
 from engine.runtime.pipeline import Pipeline, outcome_of
 from engine.runtime.workers import DestinationWorker
+from engine.store import StoreError
 
 log = logging.getLogger("junction.channel")
 
@@ -33,6 +35,8 @@ BATCH_MAX = 256
 RECOVERY_PAGE = 500
 GATHER_SECS = 0.01
 IDLE_WAKE_SECS = 0.5  # an idle processor looks at its queue, its state and recovery this often
+PROCESS_RETRY_SECS = 0.5  # after a failed processing step (the store did not answer), doubling
+PROCESS_RETRY_MAX_SECS = 30.0
 OFF_LOOP_BYTES = 256 * 1024  # parse/split bigger payloads in a thread (a 5 MB X12 file takes ~0.5 s)
 DUPLICATE = "DUPLICATE"  # SubmitResult.status when a dedupe key was committed before
 
@@ -90,6 +94,7 @@ class ChannelRuntime:
         self._recover = True
         self._processing = False  # the processor holds messages taken from its queue
         self._held: list[Item] = []  # taken from the queue while a recovery was due
+        self._unsettled: set[str] = set()  # awaited messages of a batch whose processing failed
         self.alert_destination: Destination | None = None
         self._alerts: set[asyncio.Task[None]] = set()
 
@@ -220,6 +225,7 @@ class ChannelRuntime:
         # Whatever was in memory is RECEIVED in the store: the next start recovers it.
         self._queue = asyncio.Queue(QUEUE_MAX)
         self._held.clear()
+        self._unsettled.clear()
         self._processing = False
         self._inflight.clear()
         for fut in self._waiters.values():
@@ -489,33 +495,62 @@ class ChannelRuntime:
             await self._queue.put(Item(msg))
 
     async def _process_loop(self) -> None:
+        failures = 0
         while True:
             await self._running.wait()
-            if self._recover:
-                self._recover = False
-                await self._recover_stored()
-                continue
             try:
-                first = await asyncio.wait_for(self._take_next(), timeout=IDLE_WAKE_SECS)
-            except TimeoutError:
-                continue
-            if self._recover:
-                # A resume came while this loop waited on the queue: what the pause held was
-                # received earlier and goes first; recovery takes this one in store order.
-                self._held.append(first)
-                self._processing = False
-                continue
-            try:
-                if self.ack_mode != "after_processing" and self._queue.qsize() < BATCH_MAX:
-                    # Nobody waits on processing: gather a few ms of arrivals so that their
-                    # results share one commit instead of each costing the listeners an fsync.
-                    await asyncio.sleep(GATHER_SECS)
-                batch = [first]
-                while len(batch) < BATCH_MAX and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                await self._process(batch)
-            finally:
-                self._processing = False
+                await self._step()
+            except Exception as exc:  # noqa: BLE001 - the processor must outlive a failing store
+                # The messages are RECEIVED in the store (or their results are): a recovery
+                # takes them up again once the store answers, in order, as after a restart.
+                failures += 1
+                delay = min(PROCESS_RETRY_SECS * 2 ** (failures - 1), PROCESS_RETRY_MAX_SECS)
+                self.log.error(
+                    "Processing failed; the stored messages are processed again shortly.",
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_secs": delay},
+                )
+                self._recover = True
+                await asyncio.sleep(delay)
+            else:
+                failures = 0
+
+    async def _step(self) -> None:
+        """One recovery, one batch from the queue, or an idle wait on the queue."""
+        if self._recover:
+            self._recover = False
+            await self._recover_stored()
+            return
+        try:
+            first = await asyncio.wait_for(self._take_next(), timeout=IDLE_WAKE_SECS)
+        except TimeoutError:
+            return
+        if self._recover:
+            # A resume came while this loop waited on the queue: what the pause held was
+            # received earlier and goes first; recovery takes this one in store order.
+            self._held.append(first)
+            self._processing = False
+            return
+        batch = [first]
+        try:
+            if self.ack_mode != "after_processing" and self._queue.qsize() < BATCH_MAX:
+                # Nobody waits on processing: gather a few ms of arrivals so that their
+                # results share one commit instead of each costing the listeners an fsync.
+                await asyncio.sleep(GATHER_SECS)
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._process(batch)
+        except Exception:
+            self._release(batch)
+            raise
+        finally:
+            self._processing = False
+
+    def _release(self, items: Iterable[Item]) -> None:
+        """Hand messages whose processing failed back to the store's care (the next recovery)."""
+        for item in items:
+            self._inflight.discard(item.msg.id)
+            if item.msg.id in self._waiters:
+                self._unsettled.add(item.msg.id)
 
     async def _take_next(self) -> Item:
         """The next queued message, marking the processor busy in the same step.
@@ -548,6 +583,7 @@ class ChannelRuntime:
         total = 0
         after = 0
         held: dict[str, Item] = {}
+        items: list[Item] = []
         try:
             while True:
                 page = await self.store.unprocessed(self.name, limit=RECOVERY_PAGE, after_seq=after)
@@ -571,11 +607,23 @@ class ChannelRuntime:
                 if len(page) < RECOVERY_PAGE:
                     break
             held.update(self._take_queued())
-            rest = [item for item in held.values() if item.msg.id not in self._done_while_recovering]
-            for start in range(0, len(rest), BATCH_MAX):
-                await self._process(rest[start : start + BATCH_MAX])
+            items = [item for item in held.values() if item.msg.id not in self._done_while_recovering]
+            held.clear()
+            for start in range(0, len(items), BATCH_MAX):
+                await self._process(items[start : start + BATCH_MAX])
+        except Exception:
+            self._release([*items, *held.values()])  # those already processed are settled
+            raise
         finally:
             self._done_while_recovering = None
+        # Those of a failed batch that someone waits on and that no recovery found unprocessed
+        # (their results were stored before the failure): their senders get no answer and
+        # send again, rather than wait for ever.
+        for message_id in self._unsettled:
+            waiter = self._waiters.pop(message_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(StoreError("processing failed after the result was stored; send again"))
+        self._unsettled.clear()
         if total:
             self.log.info("Recovered stored messages.", extra={"count": total})
 

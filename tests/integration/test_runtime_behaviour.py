@@ -19,6 +19,7 @@ from engine.core.message import Status
 from engine.core.store import MessageQuery
 from engine.runtime import channel as channel_module
 from engine.runtime.workers import GATHER_SECS
+from engine.store import StoreError
 from engine.testing.peers import EngineThread, HttpPeer, Received, mllp_exchange, msa
 
 pytestmark = pytest.mark.integration
@@ -289,6 +290,67 @@ def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_pr
             "SELECT m.control_id FROM queue q JOIN messages m ON m.seq = q.message_seq ORDER BY q.id"
         ).fetchall()
     assert [c for (c,) in processed] == [f"O{n}" for n in range(61)]
+
+
+FAILING_CHANNEL = """
+    name: fail-in
+    source: {type: mllp, listen: "127.0.0.1:0", ack_mode: after_processing}
+    pipeline: {datatype: hl7v2}
+    destinations:
+      - {name: erp, type: http, url: "${ERP_URL}/x"}
+"""
+
+
+def _fail_once(monkeypatch, store, *, after_commit: bool) -> list[int]:  # type: ignore[no-untyped-def]
+    """Make the store's next ``record_results`` raise, before or after its write committed."""
+    real = store.record_results
+    failed: list[int] = []
+
+    async def record_results(results):  # type: ignore[no-untyped-def]
+        if failed:
+            return await real(results)
+        failed.append(len(results))
+        if after_commit:
+            await real(results)
+        raise StoreError("disk I/O error (injected)")
+
+    monkeypatch.setattr(store, "record_results", record_results)
+    return failed
+
+
+def test_a_failed_store_write_leaves_the_message_to_recovery_and_processing_goes_on(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project({"fail-in": FAILING_CHANNEL})
+        with EngineThread(project) as running:
+            _, port = running.address("fail-in")
+            failed = _fail_once(monkeypatch, running.engine.store, after_commit=False)
+            # the first result is not stored: the message stays RECEIVED, a recovery processes
+            # it, and its sender (waiting for an after-processing ACK) gets its AA then
+            assert send_all(port, [dft("F1", "P1"), dft("F2", "P1")]) == [("AA", "F1"), ("AA", "F2")]
+            wait_until(lambda: len(erp.snapshot()) == 2)
+            counters = running.run(running.engine.store.counters("fail-in"))
+    assert failed == [1]
+    assert [control(r) for r in erp.snapshot()] == ["F1", "F2"]
+    assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (2, 0)
+
+
+def test_a_store_failure_after_the_result_committed_answers_the_waiting_sender(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project({"fail-in": FAILING_CHANNEL})
+        with EngineThread(project) as running:
+            _, port = running.address("fail-in")
+            _fail_once(monkeypatch, running.engine.store, after_commit=True)
+            # processed and stored, but the runtime never heard so: no recovery finds it, and
+            # the sender gets no ACK (the connection closes) instead of waiting for ever
+            with pytest.raises(ConnectionError):
+                send_all(port, [dft("G1", "P1")])
+            assert send_all(port, [dft("G2", "P1")]) == [("AA", "G2")]
+            wait_until(lambda: len(erp.snapshot()) == 2)
+            counters = running.run(running.engine.store.counters("fail-in"))
+    assert [control(r) for r in erp.snapshot()] == ["G1", "G2"]
+    assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (2, 0)
 
 
 def test_a_worker_keeping_up_gathers_arrivals_into_rounds(make_project) -> None:  # type: ignore[no-untyped-def]
