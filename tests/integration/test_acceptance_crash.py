@@ -6,6 +6,8 @@ least once; a re-delivery carries the same Idempotency-Key as the first delivery
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -121,3 +123,70 @@ def test_sigkill_during_load_loses_no_acked_message(make_project, tmp_path: Path
     for cid, seen in keys.items():
         assert len(seen) == 1, f"{cid} was delivered with different idempotency keys {seen}"
         assert seen == {f"{by_control[cid]}:erp"}
+
+
+def _children(pid: int) -> set[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(c) for task in tasks.iterdir() for c in (task / "children").read_text().split()}
+
+
+def test_a_killed_store_writer_process_costs_no_acked_message_and_no_restart(make_project) -> None:  # type: ignore[no-untyped-def]
+    # The SQLite writes run in a child process (writer: process). Killed under load, the
+    # writes in flight fail (their senders get no ACK and send again), a new child takes
+    # over, and the engine goes on: every ACKed message is delivered without a restart and
+    # none stays unprocessed.
+    from engine.testing.peers import free_port
+
+    project = make_project({"crash-in": CHANNEL})
+    acked: set[str] = set()
+    lock = threading.Lock()
+    connections, per_connection, kill_after = 4, 250, 300
+    with HttpPeer() as erp:
+        env = {"ERP_URL": erp.url, "CRASH_PORT": str(free_port())}
+        engine = EngineProcess(project, env).start()
+        try:
+            _, port = engine.address("crash-in")
+            assert engine.proc is not None
+            writers = _children(engine.proc.pid)
+            assert len(writers) == 1, writers
+
+            def sender(index: int) -> None:
+                i = 0
+                deadline = time.monotonic() + 120
+                while i < per_connection and time.monotonic() < deadline:
+                    try:
+                        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                            while i < per_connection:
+                                cid = f"W{index}-{i}"
+                                code, acked_id = msa(mllp_exchange(sock, message(cid), timeout=10))
+                                assert (code, acked_id) == ("AA", cid)
+                                with lock:
+                                    acked.add(cid)
+                                i += 1
+                    except OSError:
+                        time.sleep(0.05)  # no ACK: send the same message again, as senders do
+
+            threads = [threading.Thread(target=sender, args=(n,), daemon=True) for n in range(connections)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(acked) < kill_after:
+                time.sleep(0.005)
+            os.kill(writers.pop(), signal.SIGKILL)
+            for t in threads:
+                t.join(timeout=150)
+            with lock:
+                acked_now = set(acked)
+            assert len(acked_now) == connections * per_connection, engine.log_text()[-3000:]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                delivered = {control_id_of(r.body) for r in erp.snapshot()}
+                counters = engine.call("GET", "/api/channels/crash-in")["counters"]
+                if acked_now <= delivered and not counters.get("RECEIVED"):
+                    break
+                time.sleep(0.1)
+            assert len(_children(engine.proc.pid)) == 1  # a new writer took over
+        finally:
+            engine.stop()
+    assert not acked_now - delivered, f"{len(acked_now - delivered)} ACKed messages never reached the ERP"
+    assert not counters.get("RECEIVED"), f"{counters.get('RECEIVED')} messages were left unprocessed"
