@@ -353,6 +353,29 @@ def test_a_store_failure_after_the_result_committed_answers_the_waiting_sender(m
     assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (2, 0)
 
 
+def test_a_destination_worker_outlives_a_failing_store_read(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project({"fail-in": FAILING_CHANNEL})
+        with EngineThread(project) as running:
+            _, port = running.address("fail-in")
+            store = running.engine.store
+            real = store.next_retry_at
+            failed: list[str] = []
+
+            async def next_retry_at(*args):  # type: ignore[no-untyped-def]
+                if not failed:
+                    failed.append(args[1])
+                    raise StoreError("disk I/O error (injected)")
+                return await real(*args)
+
+            monkeypatch.setattr(store, "next_retry_at", next_retry_at)
+            wait_until(lambda: failed == ["erp"])  # the idle worker asked, and failed
+            assert send_all(port, [dft("I1", "P1")]) == [("AA", "I1")]
+            wait_until(lambda: len(erp.snapshot()) == 1)
+    assert [control(r) for r in erp.snapshot()] == ["I1"]
+
+
 def test_a_worker_keeping_up_gathers_arrivals_into_rounds(make_project) -> None:  # type: ignore[no-untyped-def]
     # Messages processed on intake reach the queue one by one. A worker that is keeping up
     # waits a few ms before its next claim, so one round (two commits and a filesystem sync)
