@@ -270,6 +270,8 @@ class _Child:
         self.batch_max = batch_max
         self.buf = bytearray()
         self.eof = False
+        # recv(1 MiB) would allocate and map a fresh MiB per read (mmap, mremap, munmap)
+        self._chunk = memoryview(bytearray(1 << 20))
 
     def _frames(self) -> list[list[tuple[Callable[..., Any], tuple[Any, ...]]]]:
         out = []
@@ -287,11 +289,11 @@ class _Child:
         """Read what is there (blocking for the first bytes when ``wait``); False at EOF."""
         if not wait and not select.select([self.sock], [], [], 0)[0]:
             return True
-        data = self.sock.recv(1 << 20)
-        if not data:
+        size = self.sock.recv_into(self._chunk)
+        if not size:
             self.eof = True
             return False
-        self.buf += data
+        self.buf += self._chunk[:size]
         return True
 
     def serve(self) -> None:
