@@ -106,7 +106,7 @@ class DestinationWorker:
     async def _idle(self) -> None:
         try:
             due = await self.store.next_retry_at(self.channel, self.config.name, self.partition)
-        except Exception:  # noqa: BLE001 - a read failure must not end the worker; poll again later
+        except Exception:  # a read failure must not end the worker; poll again later
             self.log.exception("Destination worker could not read its next retry time; polling.")
             due = None
         wait = IDLE_POLL_SECS if due is None else min(IDLE_POLL_SECS, max(due - time.time(), 0.005))
