@@ -301,78 +301,66 @@ FAILING_CHANNEL = """
 """
 
 
-def _fail_once(monkeypatch, store, *, after_commit: bool) -> list[int]:  # type: ignore[no-untyped-def]
-    """Make the store's next ``record_results`` raise, before or after its write committed."""
-    real = store.record_results
-    failed: list[int] = []
+def _fail_once(monkeypatch, store, method: str, *, after_commit: bool = False) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    """Make the store's next call of ``method`` raise, before or after its write committed."""
+    real = getattr(store, method)
+    failed: list[tuple[object, ...]] = []
 
-    async def record_results(results):  # type: ignore[no-untyped-def]
+    async def failing(*args):  # type: ignore[no-untyped-def]
         if failed:
-            return await real(results)
-        failed.append(len(results))
+            return await real(*args)
+        failed.append(args)
         if after_commit:
-            await real(results)
+            await real(*args)
         raise StoreError("disk I/O error (injected)")
 
-    monkeypatch.setattr(store, "record_results", record_results)
+    monkeypatch.setattr(store, method, failing)
     return failed
 
 
-def test_a_failed_store_write_leaves_the_message_to_recovery_and_processing_goes_on(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def failing_engine(make_project, monkeypatch):  # type: ignore[no-untyped-def]
+    """(engine thread, MLLP port, ERP peer) for a channel whose store will fail once."""
     with HttpPeer() as erp:
         monkeypatch.setenv("ERP_URL", erp.url)
-        project: Path = make_project({"fail-in": FAILING_CHANNEL})
-        with EngineThread(project) as running:
+        with EngineThread(make_project({"fail-in": FAILING_CHANNEL})) as running:
             _, port = running.address("fail-in")
-            failed = _fail_once(monkeypatch, running.engine.store, after_commit=False)
-            # the first result is not stored: the message stays RECEIVED, a recovery processes
-            # it, and its sender (waiting for an after-processing ACK) gets its AA then
-            assert send_all(port, [dft("F1", "P1"), dft("F2", "P1")]) == [("AA", "F1"), ("AA", "F2")]
-            wait_until(lambda: len(erp.snapshot()) == 2)
-            counters = running.run(running.engine.store.counters("fail-in"))
-    assert failed == [1]
+            yield running, port, erp
+
+
+def test_a_failed_store_write_leaves_the_message_to_a_recovery(failing_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running, port, erp = failing_engine
+    failed = _fail_once(monkeypatch, running.engine.store, "record_results")
+    # the first result is not stored: the message stays RECEIVED, a recovery processes it,
+    # and its sender (waiting for an after-processing ACK) gets its AA then
+    assert send_all(port, [dft("F1", "P1"), dft("F2", "P1")]) == [("AA", "F1"), ("AA", "F2")]
+    wait_until(lambda: len(erp.snapshot()) == 2)
+    counters = running.run(running.engine.store.counters("fail-in"))
+    assert [len(results) for (results,) in failed] == [1]  # type: ignore[arg-type]
     assert [control(r) for r in erp.snapshot()] == ["F1", "F2"]
     assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (2, 0)
 
 
-def test_a_store_failure_after_the_result_committed_answers_the_waiting_sender(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    with HttpPeer() as erp:
-        monkeypatch.setenv("ERP_URL", erp.url)
-        project: Path = make_project({"fail-in": FAILING_CHANNEL})
-        with EngineThread(project) as running:
-            _, port = running.address("fail-in")
-            _fail_once(monkeypatch, running.engine.store, after_commit=True)
-            # processed and stored, but the runtime never heard so: no recovery finds it, and
-            # the sender gets no ACK (the connection closes) instead of waiting for ever
-            with pytest.raises(ConnectionError):
-                send_all(port, [dft("G1", "P1")])
-            assert send_all(port, [dft("G2", "P1")]) == [("AA", "G2")]
-            wait_until(lambda: len(erp.snapshot()) == 2)
-            counters = running.run(running.engine.store.counters("fail-in"))
+def test_a_store_failure_after_the_result_committed_answers_the_waiting_sender(failing_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running, port, erp = failing_engine
+    _fail_once(monkeypatch, running.engine.store, "record_results", after_commit=True)
+    # processed and stored, but the runtime never heard so: no recovery finds it, and the
+    # sender gets no ACK (the connection closes) instead of waiting for ever
+    with pytest.raises(ConnectionError):
+        send_all(port, [dft("G1", "P1")])
+    assert send_all(port, [dft("G2", "P1")]) == [("AA", "G2")]
+    wait_until(lambda: len(erp.snapshot()) == 2)
+    counters = running.run(running.engine.store.counters("fail-in"))
     assert [control(r) for r in erp.snapshot()] == ["G1", "G2"]
     assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (2, 0)
 
 
-def test_a_destination_worker_outlives_a_failing_store_read(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    with HttpPeer() as erp:
-        monkeypatch.setenv("ERP_URL", erp.url)
-        project: Path = make_project({"fail-in": FAILING_CHANNEL})
-        with EngineThread(project) as running:
-            _, port = running.address("fail-in")
-            store = running.engine.store
-            real = store.next_retry_at
-            failed: list[str] = []
-
-            async def next_retry_at(*args):  # type: ignore[no-untyped-def]
-                if not failed:
-                    failed.append(args[1])
-                    raise StoreError("disk I/O error (injected)")
-                return await real(*args)
-
-            monkeypatch.setattr(store, "next_retry_at", next_retry_at)
-            wait_until(lambda: failed == ["erp"])  # the idle worker asked, and failed
-            assert send_all(port, [dft("I1", "P1")]) == [("AA", "I1")]
-            wait_until(lambda: len(erp.snapshot()) == 1)
+def test_a_destination_worker_outlives_a_failing_store_read(failing_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running, port, erp = failing_engine
+    failed = _fail_once(monkeypatch, running.engine.store, "next_retry_at")
+    wait_until(lambda: [args[1] for args in failed] == ["erp"])  # the idle worker asked, and failed
+    assert send_all(port, [dft("I1", "P1")]) == [("AA", "I1")]
+    wait_until(lambda: len(erp.snapshot()) == 1)
     assert [control(r) for r in erp.snapshot()] == ["I1"]
 
 
