@@ -176,11 +176,14 @@ def rss_mb(pid: int) -> float:
     return total
 
 
+def delivered(engine: EngineProcess) -> int:
+    return int(engine.call("GET", "/api/channels/bench-in")["counters"].get("dest:files:SENT", 0))
+
+
 def wait_delivered(engine: EngineProcess, total: int, timeout: float = 600) -> float:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
-        counters = engine.call("GET", "/api/channels/bench-in")["counters"]
-        if counters.get("dest:files:SENT", 0) >= total:
+        if delivered(engine) >= total:
             return time.perf_counter() - t0
         time.sleep(0.1)
     return float("inf")
@@ -260,8 +263,13 @@ def main() -> None:
             sent = 0
             assert engine.proc is not None
             for c in (1, 8, 32):
-                sent, results[f"junction_c{c}"] = measure(engine.proc.pid, port, c, args.secs, sent)
-                print(f"junction  c={c:>2}: {results[f'junction_c{c}']}", flush=True)
+                sent, run = measure(engine.proc.pid, port, c, args.secs, sent)
+                # Did delivery keep up? What was still queued when the senders stopped, and
+                # how long the file destination took to deliver it.
+                run["queued_at_end"] = sent - delivered(engine)
+                run["catch_up_secs"] = round(wait_delivered(engine, sent), 2)
+                results[f"junction_c{c}"] = run
+                print(f"junction  c={c:>2}: {run}", flush=True)
             # The ACK path alone (channel paused: listening and storing, processing and
             # delivery held), to show what intake costs apart from the pipeline behind it.
             engine.call("POST", "/api/channels/bench-in/pause")
