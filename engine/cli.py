@@ -352,6 +352,8 @@ def channel_status(ctx: click.Context, name: str | None, as_json: bool) -> None:
         click.echo(f"{ch['name']}: {ch['state']}  source={source.get('type', '-')} {source.get('address') or ''}")
         if source.get("problem"):
             click.echo(f"  source PROBLEM: {source['problem']}")
+        if (ch.get("processing") or {}).get("problem"):
+            click.echo(f"  processing PROBLEM: {ch['processing']['problem']}")
         counters = ch.get("counters", {})
         plain = {k: v for k, v in counters.items() if not k.startswith("dest:")}
         click.echo("  messages: " + (", ".join(f"{k.lower()}={v}" for k, v in sorted(plain.items())) or "none"))

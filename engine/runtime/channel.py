@@ -95,6 +95,7 @@ class ChannelRuntime:
         self._processing = False  # the processor holds messages taken from its queue
         self._held: list[Item] = []  # taken from the queue while a recovery was due
         self._unsettled: set[str] = set()  # awaited messages of a batch whose processing failed
+        self.processing_problem: str | None = None  # why processing is failing, while it is
         self.alert_destination: Destination | None = None
         self._alerts: set[asyncio.Task[None]] = set()
 
@@ -226,6 +227,7 @@ class ChannelRuntime:
         self._queue = asyncio.Queue(QUEUE_MAX)
         self._held.clear()
         self._unsettled.clear()
+        self.processing_problem = None
         self._processing = False
         self._inflight.clear()
         for fut in self._waiters.values():
@@ -505,14 +507,17 @@ class ChannelRuntime:
                 # takes them up again once the store answers, in order, as after a restart.
                 failures += 1
                 delay = min(PROCESS_RETRY_SECS * 2 ** (failures - 1), PROCESS_RETRY_MAX_SECS)
+                error = f"{type(exc).__name__}: {exc}"[:300]
                 self.log.error(
                     "Processing failed; the stored messages are processed again shortly.",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_secs": delay},
+                    extra={"error": error, "retry_in_secs": delay},
                 )
+                self.processing_problem = f"processing failed {failures} time(s) in a row ({error}); retrying"
                 self._recover = True
                 await asyncio.sleep(delay)
             else:
                 failures = 0
+                self.processing_problem = None
 
     async def _step(self) -> None:
         """One recovery, one batch from the queue, or an idle wait on the queue."""
@@ -755,6 +760,7 @@ class ChannelRuntime:
                 "ack_mode": self.ack_mode,
                 "problem": getattr(self.source, "problem", None),
             },
+            "processing": {"problem": self.processing_problem},
             "destinations": [
                 {
                     "name": d.name,

@@ -355,6 +355,37 @@ def test_a_store_failure_after_the_result_committed_answers_the_waiting_sender(f
     assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (2, 0)
 
 
+def test_a_store_that_keeps_failing_shows_in_the_channel_status_until_it_heals(failing_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    running, port, erp = failing_engine
+    store = running.engine.store
+    real = store.record_results
+    broken = [True]
+
+    async def record_results(results):  # type: ignore[no-untyped-def]
+        if broken[0]:
+            raise StoreError("database or disk is full (injected)")
+        return await real(results)
+
+    def problem() -> str | None:
+        return running.run(running.engine.status("fail-in"))["processing"]["problem"]  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(store, "record_results", record_results)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\x0b" + dft("H1", "P1") + b"\x1c\r")  # after_processing: its ACK waits
+        wait_until(lambda: "failed 2 time(s)" in (problem() or ""))
+        assert "database or disk is full" in (problem() or "")
+        assert erp.snapshot() == []
+        broken[0] = False  # room on the disk again: the next recovery processes H1
+        answer = b""
+        while b"\x1c" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed before the ACK"
+            answer += chunk
+    assert msa(answer.strip(b"\x0b\x1c\r")) == ("AA", "H1")
+    wait_until(lambda: len(erp.snapshot()) == 1)
+    assert problem() is None
+
+
 def test_a_destination_worker_outlives_a_failing_store_read(failing_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     running, port, erp = failing_engine
     failed = _fail_once(monkeypatch, running.engine.store, "next_retry_at")
