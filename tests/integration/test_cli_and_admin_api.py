@@ -275,3 +275,58 @@ def test_channel_status_names_a_source_that_cannot_work(tmp_path: Path) -> None:
         assert "ORDERS_TOKEN_FOR_THIS_TEST" in info["source"]["problem"]
     finally:
         engine.stop()
+
+
+def test_channel_status_names_a_store_that_refuses_writes(tmp_path: Path) -> None:
+    # Another process holds the SQLite write lock (a backup tool, an analyst's session): the
+    # channel's processing fails after the busy timeout, its status says why, and once the
+    # lock is gone the held message is processed without a restart.
+    import sqlite3
+
+    (tmp_path / "channels").mkdir()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "junction.yaml").write_text(
+        "store:\n  type: sqlite\n  busy_timeout_ms: 300\napi:\n  listen: ${JUNCTION_API_LISTEN:-127.0.0.1:8780}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "channels" / "locked-in.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: locked-in
+            initial_state: paused
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            """
+        ),
+        encoding="utf-8",
+    )
+    engine = EngineProcess(tmp_path, {}).start()
+    try:
+        _, port = engine.address("locked-in")
+        message = b"MSH|^~\\&|EHR|GH|J|ERP|20261122101500||ADT^A01|L1|P|2.5.1\rPID|1||P1^^^GH^MR\r"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            assert msa(mllp_exchange(sock, message)) == ("AA", "L1")  # stored while paused
+        lock = sqlite3.connect(tmp_path / "var" / "junction.db", isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            assert engine.cli("channel", "resume", "locked-in").returncode == 0
+            deadline = time.monotonic() + 30
+            status = engine.cli("channel", "status", "locked-in")
+            while "processing PROBLEM:" not in status.stdout and time.monotonic() < deadline:
+                time.sleep(0.1)
+                status = engine.cli("channel", "status", "locked-in")
+            assert "processing PROBLEM:" in status.stdout and "locked" in status.stdout, status.stdout
+        finally:
+            lock.rollback()
+            lock.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = engine.call("GET", "/api/channels/locked-in")
+            if info["counters"].get("TRANSFORMED") == 1 and info["processing"]["problem"] is None:
+                break
+            time.sleep(0.1)
+        assert info["counters"].get("TRANSFORMED") == 1, info
+        assert info["processing"]["problem"] is None
+        assert "processing PROBLEM:" not in engine.cli("channel", "status", "locked-in").stdout
+    finally:
+        engine.stop()
