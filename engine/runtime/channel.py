@@ -34,6 +34,11 @@ QUEUE_MAX = 10_000
 BATCH_MAX = 256
 RECOVERY_PAGE = 500
 GATHER_SECS = 0.01
+# A recovery that meets a message whose intake has not yet handed it on waits for that
+# intake this long per try, this many times, before it leaves the message to the next one.
+INTAKE_SETTLE_SECS = 0.002
+INTAKE_SETTLE_TRIES = 50
+WAKE = None  # put in the processing queue to wake an idle processor for a recovery
 IDLE_WAKE_SECS = 0.5  # an idle processor looks at its queue, its state and recovery this often
 PROCESS_RETRY_SECS = 0.5  # after a failed processing step (the store did not answer), doubling
 PROCESS_RETRY_MAX_SECS = 30.0
@@ -83,7 +88,7 @@ class ChannelRuntime:
         self.workers: dict[str, list[DestinationWorker]] = {}
         self.source: Source | None = None
         self.stats = Stats()
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(QUEUE_MAX)
         self._processor: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
         self._waiters: dict[str, asyncio.Future[ProcessResult]] = {}
@@ -348,10 +353,7 @@ class ChannelRuntime:
         if self.ack_mode == "after_processing":
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[msg.id] = waiter
-        if self.state == "started" or self._running.is_set():
-            await self._queue.put(Item(msg, doc))
-        else:
-            self._inflight.discard(msg.id)  # paused: recovery on resume processes it from the store
+        self._enqueue(Item(msg, doc))
         if waiter is None:
             self.stats.latencies.append(time.perf_counter() - started)
             response = self.pipeline.respond(raw, Outcome("AA"), doc) if respond else None
@@ -494,7 +496,26 @@ class ChannelRuntime:
         """Queue a stored RECEIVED message (reprocess) for processing when the channel runs."""
         if self.state == "started":
             self._inflight.add(msg.id)
-            await self._queue.put(Item(msg))
+            self._enqueue(Item(msg))
+
+    def _enqueue(self, item: Item) -> None:
+        """Hand a stored message to the processor, or leave it to the store.
+
+        The in-memory queue only carries messages while it has room and no recovery is due
+        or running. Otherwise the message stays RECEIVED in the store (where it already is)
+        and a recovery processes it at its place in store order: intake never waits for
+        processing, the queue and what a recovery holds stay bounded, and nothing queued
+        later can be processed ahead of it.
+        """
+        running = self.state == "started" or self._running.is_set()
+        if running and not self._recover and self._done_while_recovering is None and not self._queue.full():
+            self._queue.put_nowait(item)
+            return
+        self._inflight.discard(item.msg.id)
+        if running:
+            self._recover = True  # paused: the resume recovers it
+            if self._queue.empty():
+                self._queue.put_nowait(WAKE)  # an idle processor waits on the queue
 
     async def _process_loop(self) -> None:
         failures = 0
@@ -529,6 +550,9 @@ class ChannelRuntime:
             first = await asyncio.wait_for(self._take_next(), timeout=IDLE_WAKE_SECS)
         except TimeoutError:
             return
+        if first is None:  # WAKE: a recovery is due
+            self._processing = False
+            return
         if self._recover:
             # A resume came while this loop waited on the queue: what the pause held was
             # received earlier and goes first; recovery takes this one in store order.
@@ -542,7 +566,9 @@ class ChannelRuntime:
                 # results share one commit instead of each costing the listeners an fsync.
                 await asyncio.sleep(GATHER_SECS)
             while len(batch) < BATCH_MAX and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
             await self._process(batch)
         except Exception:
             self._release(batch)
@@ -557,7 +583,7 @@ class ChannelRuntime:
             if item.msg.id in self._waiters:
                 self._unsettled.add(item.msg.id)
 
-    async def _take_next(self) -> Item:
+    async def _take_next(self) -> Item | None:
         """The next queued message, marking the processor busy in the same step.
 
         ``wait_for`` runs this as its own task, so the loop resumes one event-loop turn after
@@ -574,7 +600,8 @@ class ChannelRuntime:
         self._held.clear()
         while not self._queue.empty():
             item = self._queue.get_nowait()
-            held[item.msg.id] = item
+            if item is not None:
+                held[item.msg.id] = item
         return held
 
     async def _recover_stored(self) -> None:
@@ -587,6 +614,7 @@ class ChannelRuntime:
         self._done_while_recovering = set()
         total = 0
         after = 0
+        waits = 0
         held: dict[str, Item] = {}
         items: list[Item] = []
         try:
@@ -595,8 +623,8 @@ class ChannelRuntime:
                 held.update(self._take_queued())
                 if not page:
                     break
-                after = max(m.seq for m in page)
                 items = []
+                barrier = None
                 for m in page:
                     if m.id in self._done_while_recovering:
                         continue
@@ -606,9 +634,22 @@ class ChannelRuntime:
                     elif m.id not in self._inflight:
                         self._inflight.add(m.id)
                         items.append(Item(m))
+                    elif waits < INTAKE_SETTLE_TRIES:
+                        # Committed, but its intake has not yet handed it on (it resumes on the
+                        # next loop turns): nothing after it may go first, so stop here and
+                        # read the page again from this message once the intake settled.
+                        barrier = m.seq
+                        break
                 if items:
                     total += len(items)
                     await self._process(items)
+                if barrier is not None:
+                    waits += 1
+                    after = barrier - 1
+                    await asyncio.sleep(INTAKE_SETTLE_SECS)
+                    continue
+                waits = 0
+                after = max(m.seq for m in page)
                 if len(page) < RECOVERY_PAGE:
                     break
             held.update(self._take_queued())

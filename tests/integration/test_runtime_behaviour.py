@@ -6,6 +6,7 @@ unset, and recovery of queued messages after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import threading
@@ -290,6 +291,112 @@ def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_pr
             "SELECT m.control_id FROM queue q JOIN messages m ON m.seq = q.message_seq ORDER BY q.id"
         ).fetchall()
     assert [c for (c,) in processed] == [f"O{n}" for n in range(61)]
+
+
+def test_a_full_processing_queue_leaves_messages_to_the_store_in_order(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # While a recovery is busy (held here at its first result), new messages must not wait
+    # for room in the processing queue (their ACKs would wait with them) nor be processed
+    # after messages stored later (a pause stores without queueing). They stay in the store
+    # and a recovery processes them at their place. Small queue and recovery pages make the
+    # case reachable with a few messages.
+    monkeypatch.setattr(channel_module, "QUEUE_MAX", 4)
+    monkeypatch.setattr(channel_module, "RECOVERY_PAGE", 3)
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "order-in": """
+            name: order-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - {name: erp, type: http, url: "${ERP_URL}/order"}
+        """
+            }
+        )
+        with EngineThread(project) as running:
+            _, port = running.address("order-in")
+            runtime = running.engine.get("order-in")
+            wait_until(lambda: runtime._process_on_intake(b"x"))  # start-up recovery is over
+            store = running.engine.store
+            real = store.record_results
+            gate = threading.Event()
+            entered = threading.Event()
+
+            async def gated(*args):  # type: ignore[no-untyped-def]
+                entered.set()
+                while not gate.is_set():
+                    await asyncio.sleep(0.01)
+                return await real(*args)
+
+            monkeypatch.setattr(store, "record_results", gated)
+            try:
+                running.run(running.engine.act("order-in", "pause"))
+                assert [c for c, _ in send_all(port, [dft(f"O{n}", "P1") for n in range(3)])] == ["AA"] * 3
+                running.run(running.engine.act("order-in", "resume"))
+                assert entered.wait(10)  # the recovery holds O0-O2 at the gate
+                acks: list[tuple[str, str]] = []
+                sender = threading.Thread(
+                    target=lambda: acks.extend(send_all(port, [dft(f"O{n}", "P1") for n in range(3, 8)]))
+                )
+                sender.start()
+                sender.join(10)
+                # more than the queue holds, all answered while processing is held
+                assert not sender.is_alive() and [c for c, _ in acks] == ["AA"] * 5
+                running.run(running.engine.act("order-in", "pause"))
+                assert [c for c, _ in send_all(port, [dft(f"O{n}", "P1") for n in range(8, 10)])] == ["AA"] * 2
+                running.run(running.engine.act("order-in", "resume"))
+            finally:
+                gate.set()
+            wait_until(lambda: len(erp.snapshot()) == 10)
+            counters = running.run(running.engine.store.counters("order-in"))
+    assert [control(r) for r in erp.snapshot()] == [f"O{n}" for n in range(10)]
+    assert (counters.get("TRANSFORMED"), counters.get("RECEIVED", 0)) == (10, 0)
+    with closing(sqlite3.connect(project / "var" / "junction.db")) as db:
+        processed = db.execute(
+            "SELECT m.control_id FROM queue q JOIN messages m ON m.seq = q.message_seq ORDER BY q.id"
+        ).fetchall()
+    assert [c for (c,) in processed] == [f"O{n}" for n in range(10)]
+
+
+def test_a_recovery_waits_for_a_message_whose_intake_has_not_handed_it_on(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A recovery can read a message committed a moment ago whose intake has not resumed yet
+    # (it still counts as in flight). Nothing stored after it may be processed first: the
+    # recovery stops there and reads on from it once the intake has let it go.
+    monkeypatch.setattr(channel_module, "INTAKE_SETTLE_TRIES", 5000)  # ~10 s: never runs out here
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project(
+            {
+                "order-in": """
+            name: order-in
+            source: {type: mllp, listen: "127.0.0.1:0"}
+            pipeline: {datatype: hl7v2}
+            destinations:
+              - {name: erp, type: http, url: "${ERP_URL}/order"}
+        """
+            }
+        )
+        with EngineThread(project) as running:
+            _, port = running.address("order-in")
+            runtime = running.engine.get("order-in")
+            wait_until(lambda: runtime._process_on_intake(b"x"))
+            running.run(running.engine.act("order-in", "pause"))
+            assert [c for c, _ in send_all(port, [dft(f"O{n}", "P1") for n in range(5)])] == ["AA"] * 5
+            found = running.run(running.engine.store.search(MessageQuery(channel="order-in", control_id="O2")))
+            o2 = found[0].id
+
+            async def in_flight(on: bool) -> None:
+                (runtime._inflight.add if on else runtime._inflight.discard)(o2)
+
+            running.run(in_flight(True))
+            running.run(running.engine.act("order-in", "resume"))
+            wait_until(lambda: len(erp.snapshot()) == 2)  # O0 and O1; O3 and O4 wait behind O2
+            time.sleep(0.04)
+            assert len(erp.snapshot()) == 2
+            running.run(in_flight(False))  # as an intake that left it to the store
+            wait_until(lambda: len(erp.snapshot()) == 5)
+    assert [control(r) for r in erp.snapshot()] == [f"O{n}" for n in range(5)]
 
 
 FAILING_CHANNEL = """
