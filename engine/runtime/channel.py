@@ -449,6 +449,7 @@ class ChannelRuntime:
         correlation = ""
         all_accepted = True
         reasons: list[str] = []
+        responses: list[bytes] = []
         for index, part in enumerate(parts):
             result = await self._submit_one(
                 part,
@@ -458,6 +459,8 @@ class ChannelRuntime:
                 respond=not whole,
             )
             all_accepted = all_accepted and result.accepted
+            if result.response is not None:
+                responses.append(result.response)
             if result.reason:
                 reasons.append(f"part {index + 1}: {result.reason}")
             if first is None:
@@ -466,6 +469,10 @@ class ChannelRuntime:
         assert first is not None
         if whole:
             first.response = self.pipeline.respond(raw, Outcome("AA" if all_accepted else "AE"))
+        elif len(parts) > 1:
+            # every message is answered, not only the first (which could say AA for a batch
+            # whose later messages were refused)
+            first.response = self.pipeline.respond_batch(raw, responses)
         if not all_accepted:
             first.accepted = False
             first.reason = "; ".join(reasons)[:1000]

@@ -91,13 +91,21 @@ class Pipeline:
         try:
             doc = self.datatype.parse(raw)
         except ParseError as exc:
-            return self.datatype.header(raw), None, exc
+            return self._header(raw), None, exc
         except Exception as exc:  # noqa: BLE001 - a data type bug must not kill the listener
             error = ParseError(f"unexpected parser failure ({type(exc).__name__})", code="parse")
-            return self.datatype.header(raw), None, error
+            return self._header(raw), None, error
         # A data type may read the header off the parsed document instead of the raw bytes.
         header = self._header_of(doc) if self._header_of is not None else None
-        return header if header is not None else self.datatype.header(raw), doc, None
+        return header if header is not None else self._header(raw), doc, None
+
+    def _header(self, raw: bytes) -> Header:
+        """The data type's header read, or an empty header if that fails: the message is still
+        stored (as ERROR when it did not parse) and answered, never dropped."""
+        try:
+            return self.datatype.header(raw)
+        except Exception:  # noqa: BLE001 - a data type bug must not lose the message
+            return Header()
 
     def respond(self, raw: bytes, outcome: Outcome, doc: Document | None = None) -> bytes | None:
         """The data type's answer to the sender; ``doc``, when ``raw`` was parsed, saves a re-read."""
@@ -107,6 +115,18 @@ class Pipeline:
             return self.datatype.respond(raw, outcome)
         except Exception:  # noqa: BLE001 - never fail to answer because the ACK builder failed
             return None
+
+    def respond_batch(self, raw: bytes, responses: list[bytes]) -> bytes | None:
+        """One answer for a payload split into several messages, from their answers: the data
+        type's ``respond_batch`` when it has one, else the answers one after the other."""
+        plain = b"".join(responses) if responses else None
+        combine = getattr(self.datatype, "respond_batch", None)
+        if combine is None:
+            return plain
+        try:
+            return combine(raw, responses)  # type: ignore[no-any-return]
+        except Exception:  # noqa: BLE001 - never fail to answer because the batch builder failed
+            return plain
 
     # -- processing --------------------------------------------------------------------------
 

@@ -726,3 +726,36 @@ def test_the_engine_process_freezes_its_heap_and_lets_a_redeployed_channel_go(ma
     assert frozen > 10_000  # modules, models, the channel: what a full collection no longer walks
     assert replaced and freed
     assert frozen_again > 10_000
+
+
+def test_real_senders_quirks_over_mllp_get_answers_and_nothing_is_lost(make_project) -> None:  # type: ignore[no-untyped-def]
+    # Three payloads real senders produce, each answered and stored: two messages in one
+    # frame whose second is malformed (no AA for the frame: each message gets its ACK), a
+    # NUL-padded MSH-18 (once an exception that closed the connection and stored nothing),
+    # and unusable encoding characters (refused, but the AR names the control id).
+    project: Path = make_project(
+        {
+            "adt-in": """
+        name: adt-in
+        source: {type: mllp, listen: "127.0.0.1:0"}
+        pipeline: {datatype: hl7v2}
+        destinations:
+          - {name: out, type: file, directory: var/out}
+    """
+        }
+    )
+    good = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|Q1|P|2.5\rPID|1||X\r"
+    bad = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|Q2|P|2.5\rP\x01D|1\r"
+    nul = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|Q3|P|2.5||||||8859/1\x00\rPID|1||X||M\xfcller\r"
+    msh2 = b"MSH|^~&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|Q4|P|2.2\rPID|1\r"
+    with EngineThread(project) as running:
+        _, port = running.address("adt-in")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            both = mllp_exchange(sock, good + bad)
+            answers = [msa(seg) for seg in both.split(b"MSH")[1:]]
+            assert answers == [("AA", "Q1"), ("AR", "Q2")]
+            assert msa(mllp_exchange(sock, nul)) == ("AA", "Q3")
+            assert msa(mllp_exchange(sock, msh2)) == ("AR", "Q4")
+        stored = running.run(running.engine.store.search(MessageQuery(channel="adt-in")))
+    by_control = {m.control_id: m.status for m in stored}
+    assert by_control == {"Q1": Status.TRANSFORMED, "Q2": Status.ERROR, "Q3": Status.TRANSFORMED, "Q4": Status.ERROR}

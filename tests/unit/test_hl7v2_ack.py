@@ -56,6 +56,15 @@ def test_split_single_message_returns_raw_unchanged() -> None:
     assert Hl7v2().split(lf) == [lf]
 
 
+def test_split_drops_batch_trailers_after_a_single_message() -> None:
+    one = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M6|P|2.5\rPID|1\r"
+    assert Hl7v2().split(one + b"BTS|1\rFTS|1|END OF FILE\r") == [one]
+    assert Hl7v2().split(one.replace(b"\r", b"\r\n") + b"BTS|1\r\n") == [one]
+    # the letters in a field are no trailer
+    note = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M6|P|2.5\rNTE|1||SUBTS FTS\r"
+    assert Hl7v2().split(note) == [note]
+
+
 def test_split_fhs_bhs_batch_with_trailers() -> None:
     raw = (SAMPLES / "batch_fhs_bhs_three.hl7").read_bytes()
     parts = Hl7v2().split(raw)
@@ -322,3 +331,90 @@ def test_spec_registered_and_examples_validate() -> None:
     for example in spec.examples:
         spec.config.model_validate(yaml.safe_load(example.yaml))
     assert all(field.description for field in spec.config.model_fields.values() if field.alias != "type")
+
+
+# -- real senders' quirks ---------------------------------------------------------------------
+
+BATCH = (
+    b"FHS|^~\\&|SND|SF|RCV|RF|20240101||||F1\r"
+    b"BHS|^~\\&|SND|SF|RCV|RF|20240101||||B1\r"
+    b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M1|P|2.5\rPID|1\r"
+    b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M2|P|2.5\rPID|1\r"
+    b"BTS|2\rFTS|1\r"
+)
+
+
+def _acks_for(raw: bytes) -> list[bytes]:
+    dt = Hl7v2()
+    first, second = dt.split(raw)
+    return [dt.respond(first, Outcome("AA")), dt.respond(second, Outcome("AR", "bad", "segment 2", "100"))]  # type: ignore[list-item]
+
+
+def test_a_batch_is_answered_with_a_response_batch_holding_every_ack() -> None:
+    answer = Hl7v2().respond_batch(BATCH, _acks_for(BATCH))
+    rows = segments(answer)
+    assert [r[0] for r in rows] == ["FHS", "BHS", "MSH", "MSA", "MSH", "MSA", "ERR", "BTS", "FTS"]
+    fhs, bhs = rows[0], rows[1]
+    assert fhs[2:6] == ["RCV", "RF", "SND", "SF"] and fhs[11] == "F1"  # ends swapped, FHS-12 = FHS-11
+    assert bhs[2:6] == ["RCV", "RF", "SND", "SF"] and bhs[11] == "B1" and bhs[10] not in ("", "B1")
+    assert [r[1:3] for r in rows if r[0] == "MSA"] == [["AA", "M1"], ["AR", "M2"]]
+    assert rows[7][:2] == ["BTS", "2"] and rows[8][:2] == ["FTS", "1"]
+
+
+def test_a_batch_without_a_file_header_has_no_file_trailer() -> None:
+    raw = BATCH.split(b"\r", 1)[1].replace(b"FTS|1\r", b"")
+    rows = segments(Hl7v2().respond_batch(raw, _acks_for(raw)))
+    assert [r[0] for r in rows] == ["BHS", "MSH", "MSA", "MSH", "MSA", "ERR", "BTS"]
+
+
+def test_several_messages_without_a_batch_header_get_their_acks_in_order() -> None:
+    raw = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M1|P|2.5\rPID|1\rMSH|^~\\&|A|B|C|D|20240101||ADT^A01|M2|P|2.5\rPID|1\r"
+    rows = segments(Hl7v2().respond_batch(raw, _acks_for(raw)))
+    assert [r[1:3] for r in rows if r[0] == "MSA"] == [["AA", "M1"], ["AR", "M2"]]
+    assert rows[0][0] == "MSH"
+
+
+def test_unusable_encoding_characters_still_get_their_control_id_mirrored() -> None:
+    # MSH-2 with three characters (a real sender's slip): refused, but the AR names M3 and
+    # goes back to the sender, so it can match the NAK to its message.
+    raw = b"MSH|^~&|LAB|HOSP|EHR|HOSP|20240101||ADT^A01|M3|P|2.2\rPID|1\r"
+    dt = Hl7v2()
+    with pytest.raises(ParseError):
+        dt.parse(raw)
+    assert dt.header(raw).control_id == "M3"
+    msh, msa, _err = segments(dt.respond(raw, Outcome("AE", "MSH-2 must hold 4 or 5 encoding characters", "", "102")))
+    assert msh[1] == "^~\\&" and msh[2:6] == ["EHR", "HOSP", "LAB", "HOSP"] and msh[11] == "2.2"
+    assert msa[:3] == ["MSA", "AR", "M3"]
+
+
+@pytest.mark.parametrize(
+    ("version", "msh9"),
+    [("2.2", "ACK^A01"), ("2.3", "ACK^A01"), ("2.3.1", "ACK^A01^ACK"), ("2.5.1", "ACK^A01^ACK"), ("", "ACK^A01^ACK")],
+)
+def test_the_message_structure_component_only_from_v231(version: str, msh9: str) -> None:
+    raw = f"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M1|P|{version}\rPID|1\r".encode()
+    assert segments(Hl7v2().respond(raw, Outcome("AA")))[0][8] == msh9
+
+
+def test_a_nul_padded_msh18_is_read_and_answered_clean() -> None:
+    raw = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M5|P|2.5||||||8859/1\x00\rPID|1||X||M\xfcller\r"
+    dt = Hl7v2()
+    msg = dt.parse(raw)
+    assert (msg.charset, msg.get("PID-5.1")) == ("latin-1", "Müller")
+    msh, msa = segments(dt.respond(raw, Outcome("AA")))
+    assert msh[17] == "8859/1" and msa[:3] == ["MSA", "AA", "M5"]
+    # a NUL inside the name: not a charset, so the bytes decide; never an exception
+    odd = raw.replace(b"8859/1\x00", b"88\x0059/1")
+    assert dt.header(odd).control_id == "M5"
+    assert segments(dt.respond(odd, Outcome("AA")))[1][:3] == ["MSA", "AA", "M5"]
+
+
+@pytest.mark.parametrize(("code", "commit"), [("AA", "CA"), ("AE", "CE"), ("AR", "CR")])
+def test_enhanced_mode_is_answered_with_commit_codes_when_honoured(code: AckCode, commit: str) -> None:
+    honoring = Hl7v2(Hl7v2Config.model_validate({"type": "hl7v2", "honor_accept_ack_type": True}))
+    enhanced = original(accept="AL")  # MSH-15 AL, MSH-16 NE
+    assert segments(honoring.respond(enhanced, Outcome(code, "x")))[1][1] == commit
+    # original mode (MSH-15 and MSH-16 empty) keeps AA/AE/AR, and so does the default config
+    plain = original(accept="").replace(b"|NE\r", b"|\r")
+    assert segments(honoring.respond(plain, Outcome(code, "x")))[1][1] == code
+    assert segments(Hl7v2().respond(enhanced, Outcome(code, "x")))[1][1] == code

@@ -389,3 +389,18 @@ def test_sample_values() -> None:
     a01 = datatype.parse((SAMPLES / "adt_a01_admit.hl7").read_bytes())
     assert a01.get("AL1-5") == "Hives & rash"
     assert a01.get("PID-3[2].5") == "SS"
+
+
+def test_a_bare_lf_inside_a_field_of_a_cr_message_stays_in_the_field() -> None:
+    # Real senders put line breaks in note fields instead of \.br\; a bare LF ends a segment
+    # only where a segment id and the field separator follow it.
+    raw = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M8|P|2.5\r\nNTE|1||line one\nline two\r\nPID|1||X\nPV1|1|I\r"
+    msg = Hl7v2().parse(raw)
+    assert [s[:3] for s in msg.segments] == ["MSH", "NTE", "PID", "PV1"]
+    assert msg.get("NTE-3") == "line one\nline two"
+    second = raw.replace(b"M8", b"M9")
+    parts = Hl7v2().split(raw + second)
+    assert len(parts) == 2 and Hl7v2().parse(parts[1]).get("NTE-3") == "line one\nline two"
+    # LF-only messages still split on every LF
+    lf = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|M8|P|2.5\nNTE|1||one\nPID|1\n"
+    assert [s[:3] for s in Hl7v2().parse(lf).segments] == ["MSH", "NTE", "PID"]

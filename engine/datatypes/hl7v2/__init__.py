@@ -14,7 +14,7 @@ from engine.core.channel import DataTypeConfig
 from engine.core.contracts import Header, Outcome
 from engine.core.spec import Example, datatype_spec
 from engine.datatypes.hl7v2 import charsets
-from engine.datatypes.hl7v2.ack import ack_code, build_ack, build_ack_parsed
+from engine.datatypes.hl7v2.ack import ack_code, batch_response, build_ack, build_ack_parsed
 from engine.datatypes.hl7v2.batch import split
 from engine.datatypes.hl7v2.header import Msh, header, header_of
 from engine.datatypes.hl7v2.message import Hl7Message, parse
@@ -44,7 +44,8 @@ class Hl7v2Config(DataTypeConfig):
     # NE in MSH-15 by mistake (one of the corpus files does), so silence would stall the feed.
     honor_accept_ack_type: bool = Field(
         default=False,
-        description="Follow MSH-15 (NE, ER, SU, AL) when deciding whether to send an ACK; off: always answer.",
+        description="Follow MSH-15 (NE, ER, SU, AL) when deciding whether to send an ACK, and answer messages in "
+        "enhanced mode (MSH-15 or MSH-16 valued) with CA/CE/CR; off: always answer, with AA/AE/AR.",
     )
     ack_sending_application: str | None = Field(
         default=None, description="MSH-3 of the ACKs we send; default: the original's receiving application (MSH-5)."
@@ -122,6 +123,11 @@ class Hl7v2:
             sending_application=self.config.ack_sending_application,
             sending_facility=self.config.ack_sending_facility,
         )
+
+    def respond_batch(self, raw: bytes, responses: list[bytes]) -> bytes | None:
+        """The answer to a payload ``split`` cut into several messages, given each one's ACK
+        (a response batch for FHS/BHS batches, the ACKs in order otherwise)."""
+        return batch_response(raw, responses, charset=self._charset)
 
     def respond_parsed(self, doc: Hl7Message, outcome: Outcome) -> bytes | None:
         """``respond`` for a message ``parse`` returned: the same ACK without decoding again."""

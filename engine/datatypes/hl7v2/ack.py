@@ -10,8 +10,8 @@ from engine.core.contracts import Outcome
 from engine.core.errors import ParseError
 from engine.core.message import new_id
 from engine.datatypes.hl7v2 import charsets
-from engine.datatypes.hl7v2.encoding import DEFAULT, Encoding, escape
-from engine.datatypes.hl7v2.header import Msh, split_msh
+from engine.datatypes.hl7v2.encoding import DEFAULT, Encoding, escape, from_msh
+from engine.datatypes.hl7v2.header import Msh, rough_msh, split_msh
 from engine.datatypes.hl7v2.message import Hl7Message, split_segments
 
 # HL7 table 0357 (message error condition codes).
@@ -31,6 +31,7 @@ TABLE_0357 = {
     "206": "Application record locked",
     "207": "Application internal error",
 }
+_COMMIT_CODES = {"AA": "CA", "AE": "CE", "AR": "CR"}
 MAX_TEXT = 80  # MSA-3 is 80 characters long in v2.5; longer texts are cut
 
 
@@ -92,14 +93,18 @@ def _build(
     sending_application: str | None,
     sending_facility: str | None,
 ) -> bytes | None:
-    if msh is None:
-        # Nothing to mirror: answer AR with default delimiters so the sender sees a rejection.
+    if msh is None or msh.rough:
+        # Nothing (or only MSH-3 to MSH-12 split on the field separator) to mirror: answer AR
+        # with default delimiters so the sender sees a rejection of that control id.
         reject = Outcome("AR", outcome.reason, outcome.position, outcome.error_code)
-        text = _ack_text(None, [], reject, sending_application, sending_facility)
+        text = _ack_text(msh, [], reject, sending_application, sending_facility)
     else:
         if honor_accept_ack_type and not wants_ack(msh.field(15), outcome.code):
             return None
-        text = _ack_text(msh, segments, outcome, sending_application, sending_facility)
+        # Enhanced mode (MSH-15 or MSH-16 valued): the answer on the connection is the
+        # accept (commit) acknowledgment, CA/CE/CR; AA/AE/AR are application ACKs.
+        commit = honor_accept_ack_type and bool(msh.field(15).strip() or msh.field(16).strip())
+        text = _ack_text(msh, segments, outcome, sending_application, sending_facility, commit=commit)
     return text.encode(codec, errors="replace")
 
 
@@ -118,15 +123,25 @@ def _now_stamp() -> str:
 def _first_msh(segments: list[str]) -> Msh | None:
     for segment in segments:
         if not segment.startswith(("FHS", "BHS")):
-            return split_msh(segment)
+            return split_msh(segment) or rough_msh(segment)
     return None
 
 
-def _ack_text(msh: Msh | None, segments: list[str], outcome: Outcome, app: str | None, facility: str | None) -> str:
+def _ack_text(
+    msh: Msh | None,
+    segments: list[str],
+    outcome: Outcome,
+    app: str | None,
+    facility: str | None,
+    *,
+    commit: bool = False,
+) -> str:
     enc = msh.encoding if msh else DEFAULT
     original = msh.field if msh else (lambda _n: "")
     version = (msh.component(12, 1) if msh else "") or "2.5"
     trigger = msh.component(9, 2) if msh else ""
+    # MSH-9.3 (message structure) exists from v2.3.1 on; older versions answer ACK^<event>.
+    structure = f"{enc.component}ACK" if _version_numbers(version) >= (2, 3, 1) else ""
     c, fs = enc.component, enc.field
     fields = [
         "MSH",
@@ -137,21 +152,22 @@ def _ack_text(msh: Msh | None, segments: list[str], outcome: Outcome, app: str |
         original(4),
         _now_stamp(),
         "",
-        f"ACK{c}{trigger}{c}ACK" if trigger else "ACK",
+        f"ACK{c}{trigger}{structure}" if trigger else "ACK",
         new_id()[:20],  # MSH-10 is 20 characters long up to v2.6
         original(11) or "P",
         version,
     ]
-    if msh and msh.field(18):
-        fields += ["", "", "", "", "", msh.field(18)]  # declare the same charset we encode with
-    ack = [fs.join(fields), _msa(enc, outcome, original(10))]
+    charset = msh.field(18).strip(" \x00") if msh else ""
+    if charset:
+        fields += ["", "", "", "", "", charset]  # declare the same charset we encode with
+    ack = [fs.join(fields), _msa(enc, outcome, original(10), commit)]
     if outcome.code != "AA":
         ack.append(_err(enc, outcome, version, segments))
     return "\r".join(ack) + "\r"
 
 
-def _msa(enc: Encoding, outcome: Outcome, control_id: str) -> str:
-    fields = ["MSA", outcome.code, control_id]
+def _msa(enc: Encoding, outcome: Outcome, control_id: str, commit: bool = False) -> str:
+    fields = ["MSA", _COMMIT_CODES[outcome.code] if commit else outcome.code, control_id]
     text = f"{outcome.position}: {outcome.reason}" if outcome.position and outcome.reason else outcome.reason
     reason = " ".join(text.split())[:MAX_TEXT]
     if reason:
@@ -194,6 +210,12 @@ def _location(position: str, segments: list[str]) -> tuple[str, str, str]:
     return ("", "", "")
 
 
+def _version_numbers(version: str) -> tuple[int, ...]:
+    """``2.3.1`` -> (2, 3, 1); an unreadable version counts as the 2.5 the ACK then declares."""
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    return numbers or (2, 5)
+
+
 def _version_tuple(version: str) -> tuple[int, int]:
     match = re.match(r"(\d+)\.(\d+)", version)
     return (int(match[1]), int(match[2])) if match else (2, 5)
@@ -216,3 +238,76 @@ def ack_code(ack: bytes) -> tuple[str, str]:
             fields = segment.split(fs)
             return (fields[1] if len(fields) > 1 else "", fields[2] if len(fields) > 2 else "")
     return ("", "")
+
+
+def batch_response(raw: bytes, acks: list[bytes], *, charset: str = "auto") -> bytes | None:
+    """One answer for a payload that held several messages: the ACK of each, in order.
+
+    A batch (BHS, optionally inside FHS) is answered with a response batch as HL7 v2
+    chapter 2 describes it: FHS/BHS with the sending and receiving application and
+    facility swapped, a new control id and the original's control id as reference
+    (FHS-12, BHS-12), one ACK per message, then BTS with the count (and FTS). Several
+    messages without a batch header get their ACKs one after the other in the same frame.
+    None when no message is to be answered (MSH-15 said not to).
+    """
+    if not acks:
+        return None
+    try:
+        text, codec = charsets.decode(raw, charset)
+    except ParseError:
+        text, codec = raw.decode("latin-1"), ("utf-8" if charset == "auto" else charset)
+    headers = {}
+    for segment in split_segments(text.lstrip()):
+        head = segment[:3]
+        if head in ("FHS", "BHS") and head not in headers:
+            headers[head] = segment
+        elif head not in ("FHS", "BHS"):
+            break
+    if "BHS" not in headers and "FHS" not in headers:
+        return b"".join(acks)
+    before: list[str] = []
+    after: list[str] = []
+    if "FHS" in headers:
+        before.append(_batch_header(headers["FHS"]))
+    before.append(_batch_header(headers["BHS"] if "BHS" in headers else "BHS" + headers["FHS"][3:]))
+    after.append(f"BTS{_field_separator(headers)}{len(acks)}")
+    if "FHS" in headers:
+        after.append(f"FTS{_field_separator(headers)}1")
+    opening = ("\r".join(before) + "\r").encode(codec, errors="replace")
+    closing = ("\r".join(after) + "\r").encode(codec, errors="replace")
+    return opening + b"".join(acks) + closing
+
+
+def _field_separator(headers: dict[str, str]) -> str:
+    segment = headers.get("BHS") or headers["FHS"]
+    return segment[3] if len(segment) > 3 else "|"
+
+
+def _batch_header(segment: str) -> str:
+    """The answer's FHS/BHS for the original's: ends swapped, new id, reference to the original."""
+    name = segment[:3]
+    try:
+        enc = from_msh("MSH" + segment[3:])
+    except ParseError:
+        enc = DEFAULT
+    fields = segment.split(enc.field) if len(segment) > 3 else [name]
+    fields.insert(1, enc.field)
+
+    def original(n: int) -> str:
+        return fields[n] if n < len(fields) else ""
+
+    answer = [
+        name,
+        enc.msh2,
+        original(5),
+        original(6),
+        original(3),
+        original(4),
+        _now_stamp(),
+        "",
+        "",
+        "",
+        new_id()[:20],
+        original(11),  # FHS-12 / BHS-12: the reference file / batch control id
+    ]
+    return enc.field.join(answer)

@@ -62,7 +62,10 @@ def resolve(name: str) -> str:
     hl7 = HL7_CHARSETS.get(name.strip().upper())
     if hl7:
         return hl7
-    codec = codecs.lookup(name.strip()).name
+    try:
+        codec = codecs.lookup(name.strip()).name
+    except ValueError as exc:  # e.g. "embedded null character": a NUL-padded MSH-18
+        raise LookupError(f"{name!r} is not a character set name") from exc
     if codec.startswith(_NOT_ASCII_COMPATIBLE):
         raise LookupError(f"{name} is not ASCII-compatible")
     return codec
@@ -86,7 +89,7 @@ def declared(raw: bytes) -> str | None:
     if len(fields) < 18:
         return None
     rep = fields[1][1:2] or b"~"
-    value = fields[17].split(rep)[0].strip()
+    value = fields[17].split(rep)[0].strip(b" \t\x00")
     if not value:
         return None
     try:

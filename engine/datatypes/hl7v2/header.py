@@ -8,7 +8,7 @@ from engine.core.contracts import Header
 from engine.core.errors import ParseError
 from engine.datatypes.hl7v2 import charsets
 from engine.datatypes.hl7v2.charsets import BOM
-from engine.datatypes.hl7v2.encoding import Encoding, from_msh
+from engine.datatypes.hl7v2.encoding import DEFAULT, Encoding, from_msh
 
 HEADER_FIELDS = (3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 18)
 _BATCH_HEADERS = (b"FHS", b"BHS")  # a batch header before the first MSH is not the message header
@@ -20,6 +20,7 @@ class Msh:
 
     encoding: Encoding
     fields: list[str]
+    rough: bool = False  # MSH-2 unusable: split on the field separator alone (``rough_msh``)
 
     def field(self, number: int) -> str:
         return self.fields[number] if number < len(self.fields) else ""
@@ -40,6 +41,22 @@ def split_msh(segment: str) -> Msh | None:
     fields = segment.split(enc.field)
     fields.insert(1, enc.field)
     return Msh(enc, fields)
+
+
+def rough_msh(segment: str) -> Msh | None:
+    """An MSH whose encoding characters (MSH-2) are unusable, split on its field separator
+    alone (with the default component separator), so that the AR refusing it can still
+    mirror MSH-3 to MSH-6, MSH-10 and MSH-12, and the store keeps its control id. None when
+    not even the field separator is usable."""
+    if not segment.startswith("MSH") or len(segment) < 5:
+        return None
+    fs = segment[3]
+    if fs.isalnum() or fs.isspace():
+        return None
+    fields = segment.split(fs)
+    fields.insert(1, fs)
+    fields[2] = ""  # the unusable encoding characters are not mirrored
+    return Msh(Encoding(field=fs) if fs != "|" else DEFAULT, fields, rough=True)
 
 
 def msh_line(raw: bytes) -> bytes | None:
@@ -72,7 +89,7 @@ def read_msh(raw: bytes, charset: str = "auto") -> Msh | None:
         text, _ = charsets.decode(line, charset)
     except ParseError:
         text = line.decode("latin-1")  # the configured charset does not fit; the structure is ASCII
-    return split_msh(text)
+    return split_msh(text) or rough_msh(text)
 
 
 def header(raw: bytes, charset: str = "auto") -> Header:

@@ -6,6 +6,8 @@ only when a path asks for them, and each segment's fields are cached.
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
 from engine.core.errors import ParseError
@@ -20,15 +22,28 @@ _REQUIRED_MSH = ((9, "message type"), (10, "message control id"), (12, "version 
 
 
 def split_segments(text: str) -> list[str]:
-    """Split on CR, LF or CRLF (mixed too); drop blank and whitespace-only segments."""
+    """Split on CR, LF or CRLF (mixed too); drop blank and whitespace-only segments.
+
+    In a message that ends its segments with CR (or CRLF), a bare LF ends a segment only
+    where a segment id and the field separator follow it: senders put line breaks inside
+    note and report fields (where HL7 wants ``\\.br\\``), and those stay in the field.
+    """
     separator = "\r"
     if "\n" in text:  # single-character tests are cheap; most MLLP traffic is CR only
         if "\r" in text:
-            text = text.replace("\r\n", "\r").replace("\n", "\r")
+            text = text.replace("\r\n", "\r")
+            if "\n" in text:
+                text = _segment_lf(text[3:4] if text.startswith(("MSH", "FHS", "BHS")) else "|").sub("\r", text)
         else:
             separator = "\n"
     lines = text.split(separator)
     return [line for line in lines if line and not line.isspace()]
+
+
+@lru_cache(maxsize=16)
+def _segment_lf(fs: str) -> re.Pattern[str]:
+    """A bare LF followed by a segment id and the field separator (or the end of a line)."""
+    return re.compile(r"\n(?=[A-Z0-9]{3}(?:" + re.escape(fs) + r"|[\r\n]|$))")
 
 
 def parse(raw: bytes, charset: str = "auto") -> Hl7Message:
