@@ -13,6 +13,7 @@ from engine.datatypes.hl7v2.charsets import BOM
 _ENVELOPE = (b"FHS", b"BHS", b"BTS", b"FTS")
 # A batch or file trailer at the start of a line: a single message followed by BTS/FTS.
 _TRAILER = re.compile(rb"[\r\n][ \t]*(?:BTS|FTS)")
+_TRAILER_SPAN = 1024  # BTS and FTS with their counts and comments fit in the last KiB
 # A bare LF that starts a segment: a segment id, then a non-alphanumeric separator or the
 # line's end (as ``message.split_segments`` decides, without knowing the field separator).
 _SEGMENT_LF = re.compile(rb"\n(?=[ \t]*[A-Z0-9]{3}(?:[^A-Za-z0-9 \t]|$))")
@@ -31,7 +32,7 @@ def split(raw: bytes) -> list[bytes]:
     [b'MSH|^~\\\\&|A\\rPID|1\\r', b'MSH|^~\\\\&|B\\r']
     """
     body = raw[len(BOM) :] if raw.startswith(BOM) else raw
-    if body.lstrip()[:3] not in _ENVELOPE and body.count(b"MSH") <= 1 and not _TRAILER.search(body):
+    if body.lstrip()[:3] not in _ENVELOPE and body.count(b"MSH") <= 1 and not _has_trailer(body):
         return [raw]  # the common case: one message, nothing to do
     if b"\r" in body:  # CR-ended segments: a bare LF is a line break inside a field unless a segment follows
         lines = _SEGMENT_LF.sub(b"\r", body.replace(b"\r\n", b"\r")).split(b"\r")
@@ -58,7 +59,9 @@ def split(raw: bytes) -> list[bytes]:
     return [b"\r".join(segments) + b"\r" for segments in messages]
 
 
-def is_batch(raw: bytes) -> bool:
-    """Whether ``raw`` starts with a batch or file header (FHS/BHS), after a BOM and blanks."""
-    body = raw[len(BOM) :] if raw.startswith(BOM) else raw
-    return body.lstrip()[:3] in (b"FHS", b"BHS")
+def _has_trailer(body: bytes) -> bool:
+    """Whether BTS/FTS trailers follow the message: they close the payload, so only its end
+    is searched (the hot path must not scan every message twice)."""
+    end = body[-_TRAILER_SPAN:]
+    return (b"TS" in end) and _TRAILER.search(end) is not None
+
