@@ -64,4 +64,3 @@ def _has_trailer(body: bytes) -> bool:
     is searched (the hot path must not scan every message twice)."""
     end = body[-_TRAILER_SPAN:]
     return (b"TS" in end) and _TRAILER.search(end) is not None
-
