@@ -38,7 +38,7 @@ from engine.datatypes.x12.tokenizer import (
     decode,
     tokenize,
 )
-from engine.datatypes.x12.validate import SegmentError, validate_transaction, version_of
+from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
 
 HIPAA_SETS = frozenset({"835", "837"})
 
@@ -211,7 +211,7 @@ def _schema_error(transaction: Transaction, errors: list[SegmentError], version:
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
     kind = _element(segments[0], 1)
     reason = f"the {kind} transaction set does not match its schema: {first.describe()}{more}"
-    return ParseError(reason, position, f"{'IK5' if version >= '005010' else 'AK5'}:5")
+    return ParseError(reason, position, f"{'IK5' if is_5010(version) else 'AK5'}:5")
 
 
 _PYX12_LOGGER = "pyx12"

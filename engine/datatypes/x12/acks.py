@@ -43,7 +43,7 @@ from engine.datatypes.x12.tokenizer import (
     read_delimiters,
     tokenize,
 )
-from engine.datatypes.x12.validate import SegmentError, validate_transaction, version_of
+from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
 
 ACK_SETS = frozenset({"997", "999", "TA1"})
 VERSION_997 = "004010"
@@ -208,11 +208,11 @@ def _answer(interchange: Interchange, control_numbers: Callable[[], int], moment
         elif isa[14].strip() == "1":
             ta1 = ("A", "000")
     writer = _Writer(interchange)
-    inbound_5010 = _get_list(isa, 12) == "00501"
+    inbound_5010 = _isa_5010(isa)
     if ta1 is not None and ta1[0] == "R":
         return [writer.interchange(isa, ta1, [], control_numbers(), moment, five010=inbound_5010)]
     results = [assess_group(g, interchange.delimiters) for g in interchange.groups if not is_ack_group(g)]
-    as_999 = [kind == "999" or (kind != "997" and r.version >= "005010") for r in results]
+    as_999 = [kind == "999" or (kind != "997" and is_5010(r.version)) for r in results]
     families = [f for f in (False, True) if f in as_999]
     out: list[str] = []
     if ta1 is not None:  # the TA1 travels in its own interchange, ahead of the 997/999s
@@ -383,7 +383,7 @@ def reject_interchange(
     line_break = "\r\n" if text.startswith("\r\n", end) else "\n" if text.startswith("\n", end) else ""
     fake = Interchange(delims, Segment(isa, 1), text[:end], line_break)
     answer = _Writer(fake).interchange(
-        isa, ("R", code), [], control_numbers(), moment or _utcnow(), five010=isa[12].strip() == "00501"
+        isa, ("R", code), [], control_numbers(), moment or _utcnow(), five010=_isa_5010(isa)
     )
     return answer.encode(encoding, errors="replace")
 
@@ -405,6 +405,12 @@ def _num(elements: list[str], index: int) -> str:
     """A numeric envelope value without padding or leading zeros (for comparisons)."""
     value = _get_list(elements, index)
     return str(int(value)) if value.isdigit() else value
+
+
+def _isa_5010(isa: list[str]) -> bool:
+    """ISA12 00501 or later, compared as a number (``501`` written without its zeros too)."""
+    value = _get_list(isa, 12)
+    return value.isdigit() and int(value) >= 501
 
 
 def _pad(elements: list[str], index: int, width: int) -> str:

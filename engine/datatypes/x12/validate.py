@@ -108,9 +108,24 @@ class SegmentError:
         return f"{text}: {SEGMENT_REASONS.get(self.code, 'error')} (code {self.code})"
 
 
+FIVE010 = "005010"
+
+
 def version_of(gs08: str) -> str:
-    """The version/release part of GS08 (``005010X222A1`` -> ``005010``)."""
-    return gs08.strip()[:6]
+    """The version/release part of GS08, normalised to six digits (``005010X222A1`` -> ``005010``).
+
+    Versions are compared as text everywhere (``version >= "005010"``), which is only a numeric
+    comparison when both sides have six digits: senders who write ``4010`` without the leading
+    zeros would otherwise compare above ``005010``. "" when GS08 does not start with digits.
+    """
+    value = gs08.strip()
+    digits = value[: len(value) - len(value.lstrip("0123456789"))]
+    return digits[:6].zfill(6) if digits else ""
+
+
+def is_5010(version: str) -> bool:
+    """Whether a ``version_of`` value is 5010 or later (999, IK codes)."""
+    return version >= FIVE010
 
 
 class _Level:
@@ -147,7 +162,9 @@ class _Walker:
         self.schema = schema
         self.delims = delimiters
         self.version = version
-        self.old_dates = bool(version) and version < "004010"  # DT was YYMMDD before 4010
+        self.old_dates = (
+            bool(version) and version < "004010"
+        )  # both sides six digits (version_of)  # DT was YYMMDD before 4010
         self.errors: list[SegmentError] = []
         self.hl_ids: set[str] = set()
 

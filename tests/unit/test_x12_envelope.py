@@ -1,0 +1,118 @@
+"""Envelope checks and 997/999/TA1 answers for damaged or unusual interchanges.
+
+Every interchange here is written by the test (no third-party files): ``interchange``
+builds a 4010 or 5010 envelope with correct counts around transaction sets given as
+segment lists, and the tests change one thing at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from engine.datatypes.x12 import X12DataType
+from engine.datatypes.x12.acks import ControlNumbers, acknowledge
+from engine.datatypes.x12.validate import version_of
+
+NOON = dt.datetime(2026, 1, 16, 12, 5, tzinfo=dt.UTC)
+
+
+def po(control: str, *extra: str) -> list[str]:
+    """An 850 with SE (correct count); ``extra`` segments go after BEG."""
+    body = [
+        f"ST*850*{control}",
+        "BEG*00*SA*PO1**20260101",
+        *extra,
+        "N1*ST*HOSPITAL*92*0042",
+        "PO1*1*2*EA*10.00**VC*A1",
+        "CTT*1",
+    ]
+    return [*body, f"SE*{len(body) + 1}*{control}"]
+
+
+def isa(
+    control: str = "000000001",
+    *,
+    version: str = "00401",
+    repetition: str = "U",
+    date: str = "260101",
+    time: str = "1200",
+    ack: str = "0",
+    usage: str = "T",
+) -> str:
+    return "*".join(
+        [
+            "ISA",
+            "00",
+            " " * 10,
+            "00",
+            " " * 10,
+            "ZZ",
+            "SENDER".ljust(15),
+            "ZZ",
+            "RECEIVER".ljust(15),
+            date,
+            time,
+            repetition,
+            version,
+            control,
+            ack,
+            usage,
+            ">",
+        ]
+    )
+
+
+def interchange(
+    *sets: list[str], control: str = "000000001", gs06: str = "1", gs08: str = "004010", **isa_fields: str
+) -> str:
+    """One interchange with one group holding ``sets``; counts and control numbers correct."""
+    lines = [isa(control, **isa_fields), f"GS*PO*SENDER*RECEIVER*20260101*1200*{gs06}*X*{gs08}"]
+    for s in sets:
+        lines.extend(s)
+    lines += [f"GE*{len(sets)}*{gs06}", f"IEA*1*{control}"]
+    return "~\n".join(lines) + "~\n"
+
+
+def ack(raw: str | bytes) -> str:
+    data = raw.encode() if isinstance(raw, str) else raw
+    out = acknowledge(data, ControlNumbers(clock=lambda: 12345.6), lambda: NOON)
+    assert out is not None
+    return out.decode()
+
+
+def segments(text: str, sid: str) -> list[str]:
+    found = [s.strip() for s in text.replace("\r", "").replace("\n", "").split("~") if s.strip()]
+    return [s for s in found if s.split("*")[0] == sid]
+
+
+def parses_back(answer: str) -> None:
+    """Every generated answer passes Junction's own envelope checks and 997/999 schemas."""
+    X12DataType().parse(answer.encode())
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gs08", "version"),
+    [
+        ("004010", "004010"),
+        ("4010", "004010"),
+        ("005010X222A1", "005010"),
+        ("5010", "005010"),
+        ("004010VICS", "004010"),
+        ("", ""),
+        ("X", ""),
+    ],
+)
+def test_gs08_versions_are_normalised_to_six_digits(gs08: str, version: str) -> None:
+    assert version_of(gs08) == version
+
+
+def test_gs08_without_leading_zeros_is_answered_as_4010() -> None:
+    answer = ack(interchange(po("0001"), gs08="4010"))
+    assert segments(answer, "ST") == ["ST*997*0001"]  # "4010" >= "005010" as text made this a 999
+    assert segments(answer, "AK9") == ["AK9*A*1*1*1"]
+    X12DataType().parse(interchange(po("0001"), gs08="4010").encode())
