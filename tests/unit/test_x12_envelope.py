@@ -116,3 +116,15 @@ def test_gs08_without_leading_zeros_is_answered_as_4010() -> None:
     assert segments(answer, "ST") == ["ST*997*0001"]  # "4010" >= "005010" as text made this a 999
     assert segments(answer, "AK9") == ["AK9*A*1*1*1"]
     X12DataType().parse(interchange(po("0001"), gs08="4010").encode())
+
+
+# -- file padding --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding", [b"\x1a", b"\x00" * 16, b"\r\n\x1a", b"\x1a\x00\x00"])
+def test_dos_end_of_file_and_nul_padding_after_the_last_iea_are_ignored(padding: bytes) -> None:
+    raw = interchange(po("0001")).encode() + padding
+    assert X12DataType().parse(raw).get("ST01") == "850"
+    answer = ack(raw)
+    assert segments(answer, "TA1") == [] and segments(answer, "AK9") == ["AK9*A*1*1*1"]
+    assert len(X12DataType().split(raw + interchange(po("0002"), control="000000002").encode() + padding)) == 2

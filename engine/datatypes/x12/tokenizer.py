@@ -18,6 +18,9 @@ ISA_WIDTH = 106  # fixed-width ISA, terminator included
 ISA_ELEMENTS = 16
 # Line breaks and blanks that senders put between segments; never part of a segment id.
 _GAP = " \t\r\n"
+# What some systems put after the last IEA: DOS end-of-file (Ctrl-Z) and NUL padding of a
+# fixed-size record or block. Never data; dropped after the last IEA and between interchanges.
+_FILE_PADDING = "\x1a\x00"
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,12 @@ class Interchange:
 
 
 def decode(raw: bytes) -> tuple[str, str]:
-    """The text of ``raw`` without BOM and leading blanks, and the encoding used."""
+    """The text of ``raw`` without BOM, leading blanks and trailing file padding, and the encoding used."""
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = raw.decode("latin-1"), "latin-1"
-    return text.lstrip(BOM).lstrip(_GAP), encoding
+    return text.lstrip(BOM).lstrip(_GAP).rstrip(_FILE_PADDING + _GAP), encoding
 
 
 def read_delimiters(text: str, start: int) -> tuple[Delimiters, int, list[str]]:
@@ -138,7 +141,7 @@ def tokenize(raw: bytes) -> tuple[list[Interchange], str]:
     interchanges: list[Interchange] = []
     pos, number = 0, 0
     while True:
-        while pos < len(text) and text[pos] in _GAP:
+        while pos < len(text) and (text[pos] in _GAP or text[pos] in _FILE_PADDING):  # files concatenated
             pos += 1
         if pos >= len(text):
             break

@@ -162,9 +162,8 @@ class _Walker:
         self.schema = schema
         self.delims = delimiters
         self.version = version
-        self.old_dates = (
-            bool(version) and version < "004010"
-        )  # both sides six digits (version_of)  # DT was YYMMDD before 4010
+        # DT was YYMMDD before 4010; both sides have six digits (version_of), so text compares as numbers.
+        self.old_dates = bool(version) and version < "004010"
         self.errors: list[SegmentError] = []
         self.hl_ids: set[str] = set()
 
