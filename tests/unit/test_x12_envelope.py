@@ -11,6 +11,7 @@ import datetime as dt
 
 import pytest
 
+from engine.core.errors import ParseError
 from engine.datatypes.x12 import X12DataType
 from engine.datatypes.x12.acks import ControlNumbers, acknowledge
 from engine.datatypes.x12.validate import version_of
@@ -128,3 +129,31 @@ def test_dos_end_of_file_and_nul_padding_after_the_last_iea_are_ignored(padding:
     answer = ack(raw)
     assert segments(answer, "TA1") == [] and segments(answer, "AK9") == ["AK9*A*1*1*1"]
     assert len(X12DataType().split(raw + interchange(po("0002"), control="000000002").encode() + padding)) == 2
+
+
+# -- duplicate ST02 ------------------------------------------------------------------------------
+
+
+def test_a_repeated_st02_in_a_group_is_rejected_with_code_23() -> None:
+    raw = interchange(po("0001"), po("0002"), po("0001"))
+    answer = ack(raw)
+    assert segments(answer, "AK2") == ["AK2*850*0001", "AK2*850*0002", "AK2*850*0001"]
+    assert segments(answer, "AK5") == ["AK5*A", "AK5*A", "AK5*R*23"]
+    assert segments(answer, "AK9") == ["AK9*P*3*3*2"]
+    parses_back(answer)
+    five010 = ack(interchange(po("0001"), po("00001"), gs08="005010X220A1", version="00501", repetition="^"))
+    assert segments(five010, "IK5") == ["IK5*A", "IK5*R*23"]  # 00001 and 0001 are the same number
+    parses_back(five010)
+
+
+def test_a_repeated_st02_is_not_accepted_by_parse_or_split() -> None:
+    x = X12DataType()
+    raw = interchange(po("0001"), po("0001")).encode()
+    with pytest.raises(ParseError) as caught:
+        x.parse(raw)
+    assert caught.value.code == "AK5:23"
+    first, second = x.split(raw)
+    assert x.parse(first).get("ST02") == "0001"  # the first set with the number goes through
+    with pytest.raises(ParseError) as caught:
+        x.parse(second)  # the repeat travels with the set it repeats and is refused
+    assert caught.value.code == "AK5:23"

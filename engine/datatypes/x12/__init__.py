@@ -36,6 +36,7 @@ from engine.datatypes.x12.tokenizer import (
     check,
     check_interchange,
     decode,
+    duplicate_sets,
     tokenize,
 )
 from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
@@ -95,7 +96,9 @@ class X12DataType:
 
         Never raises: a payload that does not tokenize is returned whole, and so is an
         interchange whose group or interchange counts are wrong, so that ``parse`` rejects
-        it as a unit instead of the error disappearing in re-wrapped counts.
+        it as a unit instead of the error disappearing in re-wrapped counts. A set whose ST02
+        repeats an earlier one of its group travels with that earlier set, so that ``parse``
+        refuses it (AK5 23) as the 997/999 does, instead of it passing alone.
         """
         try:
             interchanges, encoding = tokenize(raw)
@@ -111,8 +114,12 @@ class X12DataType:
                 parts.append(_rebuild_whole(interchange).encode(encoding))
                 continue
             for group in interchange.groups:
-                for transaction in group.transactions:
-                    parts.append(_wrap(interchange, group, transaction).encode(encoding))
+                duplicates = duplicate_sets(group)
+                for index, transaction in enumerate(group.transactions):
+                    sets = [transaction]
+                    if index in duplicates:  # with the set it repeats, so that parse rejects it (AK5 23)
+                        sets.insert(0, _first_with_st02(group, transaction))
+                    parts.append(_wrap(interchange, group, *sets).encode(encoding))
         return parts
 
     def header(self, raw: bytes) -> Header:
@@ -278,12 +285,23 @@ def _lines(interchange: Interchange, segments: list[list[str]]) -> str:
     return "".join(delims.element.join(elements) + end for elements in segments)
 
 
-def _wrap(interchange: Interchange, group: Group, transaction: Transaction) -> str:
-    """One transaction set in a copy of its ISA and GS, with GE01 and IEA01 set to 1."""
+def _wrap(interchange: Interchange, group: Group, *transactions: Transaction) -> str:
+    """Transaction sets in a copy of their ISA and GS, with GE01 (their number) and IEA01 = 1."""
     gs06 = group.gs.elements[6] if len(group.gs.elements) > 6 else ""
-    body = [group.gs.elements, *(s.elements for s in transaction.segments), ["GE", "1", gs06]]
+    sets = [s.elements for t in transactions for s in t.segments]
+    body = [group.gs.elements, *sets, ["GE", str(len(transactions)), gs06]]
     body.append(["IEA", "1", interchange.isa.elements[13]])
     return interchange.isa_text + interchange.line_break + _lines(interchange, body)
+
+
+def _first_with_st02(group: Group, duplicate: Transaction) -> Transaction:
+    """The first transaction set of ``group`` with the control number ``duplicate`` repeats."""
+    wanted = _number(_element(duplicate.segments[0], 2))
+    return next(t for t in group.transactions if _number(_element(t.segments[0], 2)) == wanted)
+
+
+def _number(value: str) -> str:
+    return str(int(value)) if value.isdigit() else value
 
 
 def _rebuild_whole(interchange: Interchange) -> str:

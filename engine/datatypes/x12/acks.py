@@ -40,6 +40,7 @@ from engine.datatypes.x12.tokenizer import (
     check_group,
     check_transaction,
     decode,
+    duplicate_sets,
     read_delimiters,
     tokenize,
 )
@@ -148,6 +149,8 @@ def assess_group(group: Group, delimiters: Delimiters) -> GroupResult:
     """Every transaction set of a group plus GE01/GE02."""
     version = version_of(_get(group.gs, 8))
     result = GroupResult(group, version, [assess_transaction(t, delimiters, version) for t in group.transactions])
+    for index in duplicate_sets(group):  # a resent or mis-numbered set is never accepted twice
+        result.transactions[index].codes.insert(0, "23")
     try:
         check_group(group, descend=False)
     except ParseError as exc:

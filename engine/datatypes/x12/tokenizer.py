@@ -241,8 +241,33 @@ def check_group(group: Group, *, descend: bool = True) -> None:
     assert ge is not None
     _expect(ge, 1, str(len(group.transactions)), "GE01 does not match the number of transaction sets", "AK9:5")
     _expect(ge, 2, _element(group.gs, 6), "GE02 does not match the group control number GS06", "AK9:4")
-    for transaction in group.transactions if descend else ():
+    duplicates = duplicate_sets(group) if descend else set()
+    for index, transaction in enumerate(group.transactions if descend else ()):
         check_transaction(transaction)
+        if index in duplicates:
+            st = transaction.segments[0]
+            reason = "ST02 repeats the control number of an earlier transaction set in the group"
+            raise ParseError(reason, f"{st.where()}, element 02", "AK5:23")
+
+
+def duplicate_sets(group: Group) -> set[int]:
+    """Indexes of the transaction sets whose ST02 an earlier set of the group already used.
+
+    ST02 must be unique within its group (AK5/IK5 code 23); the first set with a number keeps
+    it, every later one is the duplicate. Numbers compare as numbers (``1`` and ``0001``).
+    """
+    seen: set[str] = set()
+    duplicates: set[int] = set()
+    for index, transaction in enumerate(group.transactions):
+        control = _control(_element(transaction.segments[0], 2))
+        if control and control in seen:
+            duplicates.add(index)
+        seen.add(control)
+    return duplicates
+
+
+def _control(value: str) -> str:
+    return str(int(value)) if value.isdigit() else value
 
 
 def check_transaction(transaction: Transaction) -> None:
