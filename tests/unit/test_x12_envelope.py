@@ -157,3 +157,29 @@ def test_a_repeated_st02_is_not_accepted_by_parse_or_split() -> None:
     with pytest.raises(ParseError) as caught:
         x.parse(second)  # the repeat travels with the set it repeats and is refused
     assert caught.value.code == "AK5:23"
+
+
+# -- TA1 references ------------------------------------------------------------------------------
+
+
+def wrapped(text: str, at: int) -> str:
+    """``text`` without line breaks, with one CR LF at ``at``: where an 80-column file breaks
+    its first line when the ISA fields are not where the fixed width puts them."""
+    flat = text.replace("\n", "")
+    return flat[:at] + "\r\n" + flat[at:]
+
+
+@pytest.mark.parametrize("first", [72, 79, 86, 92])  # inside ISA09, ISA10, ISA12 and ISA13
+def test_a_ta1_never_copies_line_breaks_from_a_wrapped_isa(first: int) -> None:
+    answer = ack(wrapped(interchange(po("0001"), control="000000042", ack="1"), first))
+    assert segments(answer, "TA1") == ["TA1*000000042*260101*1200*A*000"]
+    assert "\r" not in answer and "\n" not in answer
+    assert segments(answer, "AK5") == ["AK5*A"]
+    parses_back(answer)
+
+
+def test_a_ta1_replaces_unusable_isa_date_and_time_with_its_own() -> None:
+    raw = interchange(po("0001"), ack="1", date="26\x0013", time="99\x0199")
+    answer = ack(raw)
+    assert segments(answer, "TA1")[0].split("*")[1:4] == ["000000001", "260116", "1205"]
+    parses_back(answer)

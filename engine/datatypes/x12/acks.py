@@ -41,6 +41,7 @@ from engine.datatypes.x12.tokenizer import (
     check_transaction,
     decode,
     duplicate_sets,
+    isa_elements,
     read_delimiters,
     tokenize,
 )
@@ -279,7 +280,7 @@ class _Writer:
         ]
         text = self.d.element.join(header) + self.end
         if ta1 is not None:
-            text += self.seg("TA1", f"{_num(isa, 13):0>9}"[-9:], _get_list(isa, 9), _get_list(isa, 10), *ta1)
+            text += self.seg("TA1", *_ta1_reference(isa, moment), *ta1)
         text += "".join(groups)
         return text + self.seg("IEA", str(len(groups)), control)
 
@@ -380,7 +381,7 @@ def reject_interchange(
         delims, end, _ = read_delimiters(text, 0)
     except ParseError:
         return None  # no readable ISA: there is no envelope to answer to
-    isa = text[: end - 1].split(delims.element)
+    isa = isa_elements(text[:end], delims)
     if len(isa) != ISA_ELEMENTS + 1:
         return None
     line_break = "\r\n" if text.startswith("\r\n", end) else "\n" if text.startswith("\n", end) else ""
@@ -410,6 +411,35 @@ def _num(elements: list[str], index: int) -> str:
     return str(int(value)) if value.isdigit() else value
 
 
+def _ta1_reference(isa: list[str], moment: dt.datetime) -> tuple[str, str, str]:
+    """TA101..TA103: the inbound ISA13, ISA09 and ISA10, cleaned so the TA1 stays valid X12.
+
+    Control characters (an 80-column wrap, NUL padding) are dropped; a value that is still not
+    a 9-digit control number, a YYMMDD date or an HHMM time is replaced by what the answer
+    uses itself (zeros for the control number, the answer's own date and time), because a
+    TA1 that does not parse helps nobody and the partner finds its interchange by ISA13.
+    """
+    control, date, time = (_clean(_get_list(isa, i)) for i in (13, 9, 10))
+    control = control.zfill(9) if control.isdigit() and len(control) <= 9 else "000000000"
+    if not (len(date) == 6 and date.isdigit() and _is_yymmdd(date)):
+        date = moment.strftime("%y%m%d")
+    if not (len(time) == 4 and time.isdigit() and int(time[:2]) < 24 and int(time[2:]) < 60):
+        time = moment.strftime("%H%M")
+    return control, date, time
+
+
+def _clean(value: str) -> str:
+    return "".join(c for c in value if ord(c) >= 32 and c != "\x7f").strip()
+
+
+def _is_yymmdd(value: str) -> bool:
+    try:
+        dt.date(2000 + int(value[:2]), int(value[2:4]), int(value[4:]))
+    except ValueError:
+        return False
+    return True
+
+
 def _isa_5010(isa: list[str]) -> bool:
     """ISA12 00501 or later, compared as a number (``501`` written without its zeros too)."""
     value = _get_list(isa, 12)
@@ -417,4 +447,4 @@ def _isa_5010(isa: list[str]) -> bool:
 
 
 def _pad(elements: list[str], index: int, width: int) -> str:
-    return _get_list(elements, index).ljust(width)
+    return _clean(_get_list(elements, index)).ljust(width)

@@ -119,6 +119,17 @@ def read_delimiters(text: str, start: int) -> tuple[Delimiters, int, list[str]]:
     return Delimiters(element, component, terminator, repetition), sixteenth + 3, warnings
 
 
+def isa_elements(isa_text: str, delims: Delimiters) -> list[str]:
+    """ISA, ISA01 .. ISA16 of an ISA's text (terminator included), without line breaks.
+
+    Files wrapped at 80 columns break lines inside the ISA; a line break is never part of an
+    ISA value, so it is dropped instead of ending up in a sender id, a date or ISA13 (and
+    from there in a TA1). ISA16 is left alone: it is the component separator itself.
+    """
+    elements = isa_text[:-1].split(delims.element)
+    return [e.replace("\r", "").replace("\n", "") for e in elements[:-1]] + elements[-1:]
+
+
 def _nth(text: str, char: str, start: int, n: int) -> int:
     """Index of the n-th ``char`` from ``start`` (-1 if there are fewer), bounded to an ISA's reach."""
     index = start
@@ -157,7 +168,7 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
     isa_text = text[start:pos]
     line_break = "\r\n" if text.startswith("\r\n", pos) else "\n" if text.startswith("\n", pos) else ""
     number += 1
-    isa = Segment(isa_text[:-1].split(delims.element), number)
+    isa = Segment(isa_elements(isa_text, delims), number)
     interchange = Interchange(delims, isa, isa_text, line_break, warnings=warnings)
     group: Group | None = None
     transaction: Transaction | None = None
