@@ -183,3 +183,55 @@ def test_a_ta1_replaces_unusable_isa_date_and_time_with_its_own() -> None:
     answer = ack(raw)
     assert segments(answer, "TA1")[0].split("*")[1:4] == ["000000001", "260116", "1205"]
     parses_back(answer)
+
+
+# -- invalid segment ids and several interchanges ------------------------------------------------
+
+
+@pytest.mark.parametrize(("bad", "answered"), [("ref*DP*038", "AK3*ref*3**1"), ("R3F*DP*038", "AK3*R3F*3**1")])
+def test_an_invalid_segment_id_rejects_only_its_transaction_set(bad: str, answered: str) -> None:
+    raw = interchange(po("0001", bad), po("0002"))
+    answer = ack(raw)
+    assert segments(answer, "TA1") == []
+    assert segments(answer, "AK3") == [answered]
+    assert segments(answer, "AK5") == ["AK5*R*5", "AK5*A"]
+    assert segments(answer, "AK9") == ["AK9*P*2*2*1"]
+    parses_back(answer)
+    x = X12DataType()
+    first, second = x.split(raw.encode())
+    with pytest.raises(ParseError) as caught:
+        x.parse(first)
+    assert caught.value.code == "AK5:5" and "ref" not in str(caught.value)
+    assert x.parse(second).get("ST02") == "0002"
+
+
+def test_an_invalid_segment_id_in_a_5010_set_gets_ik3_and_ik5() -> None:
+    raw = interchange(po("0001", "ref*DP*038"), po("0002"), gs08="005010", version="00501", repetition="^")
+    answer = ack(raw)
+    assert segments(answer, "IK3") == ["IK3*ref*3**1"]
+    assert segments(answer, "IK5") == ["IK5*R*5", "IK5*A"]
+    assert segments(answer, "AK9") == ["AK9*P*2*2*1"]
+    parses_back(answer)
+
+
+def test_an_invalid_segment_id_in_a_set_without_schema_is_still_rejected() -> None:
+    warehouse = ["ST*940*0001", "W05*N*ORDER1", "lx*1", "W01*1*EA", "SE*5*0001"]
+    answer = ack(interchange(warehouse))
+    assert segments(answer, "AK3") == ["AK3*lx*3**1"]
+    assert segments(answer, "AK5") == ["AK5*R*5"]
+    with pytest.raises(ParseError):
+        X12DataType().parse(interchange(warehouse).encode())
+
+
+def test_each_interchange_of_a_file_gets_its_own_answer_and_a_ta1_names_its_own_isa13() -> None:
+    good = interchange(po("0001"), control="000000011")
+    broken = interchange(po("0001"), control="000000022").replace("GS*PO", "gs*PO")  # no readable group
+    answer = ack(good + broken + interchange(po("0001"), control="000000033"))
+    assert segments(answer, "TA1") == ["TA1*000000022*260101*1200*R*024"]
+    assert segments(answer, "AK9") == ["AK9*A*1*1*1", "AK9*A*1*1*1"]
+    assert len(segments(answer, "ISA")) == 3
+    parses_back(answer)
+    parts = X12DataType().split((good + broken).encode())
+    assert len(parts) == 2 and X12DataType().parse(parts[0]).get("ISA13") == "000000011"
+    with pytest.raises(ParseError):
+        X12DataType().parse(parts[1])

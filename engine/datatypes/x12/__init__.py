@@ -29,6 +29,7 @@ from engine.core.spec import Example, datatype_spec
 from engine.datatypes.x12.acks import acknowledge, next_control_number, reject_interchange
 from engine.datatypes.x12.document import SYNTAX, X12Document, parse_path
 from engine.datatypes.x12.tokenizer import (
+    Damaged,
     Group,
     Interchange,
     Segment,
@@ -37,6 +38,7 @@ from engine.datatypes.x12.tokenizer import (
     check_interchange,
     decode,
     duplicate_sets,
+    scan,
     tokenize,
 )
 from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
@@ -94,20 +96,27 @@ class X12DataType:
     def split(self, raw: bytes) -> list[bytes]:
         """One complete interchange (ISA/GS/ST..SE/GE/IEA) per transaction set.
 
-        Never raises: a payload that does not tokenize is returned whole, and so is an
+        Never raises: a payload that does not tokenize is returned whole (in a file of several
+        interchanges, the interchange that does not tokenize is a part of its own), and so is an
         interchange whose group or interchange counts are wrong, so that ``parse`` rejects
         it as a unit instead of the error disappearing in re-wrapped counts. A set whose ST02
         repeats an earlier one of its group travels with that earlier set, so that ``parse``
         refuses it (AK5 23) as the 997/999 does, instead of it passing alone.
         """
         try:
-            interchanges, encoding = tokenize(raw)
+            found, encoding = scan(raw)
         except ParseError:
             return [raw]
-        if sum(len(g.transactions) for i in interchanges for g in i.groups) <= 1:
+        interchanges = [i for i in found if isinstance(i, Interchange)]
+        if len(found) == 1 and not interchanges:
+            return [raw]
+        if len(found) == len(interchanges) and sum(len(g.transactions) for i in interchanges for g in i.groups) <= 1:
             return [raw]
         parts: list[bytes] = []
-        for interchange in interchanges:
+        for interchange in found:
+            if isinstance(interchange, Damaged):  # refused by parse on its own; the others go on
+                parts.append(interchange.text.encode(encoding))
+                continue
             try:
                 check_interchange(interchange, descend=False)
             except ParseError:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from engine.core.errors import ParseError
 from engine.datatypes.x12.tokenizer import (
     ISA_ELEMENTS,
+    Damaged,
     Delimiters,
     Group,
     Interchange,
@@ -43,7 +44,9 @@ from engine.datatypes.x12.tokenizer import (
     duplicate_sets,
     isa_elements,
     read_delimiters,
+    scan,
     tokenize,
+    valid_id,
 )
 from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
 
@@ -176,18 +179,19 @@ def acknowledge(
     ``kind``: ``auto`` (997 before 5010, 999 from 5010), ``997`` or ``999`` for every group.
     """
     moment = (now or _utcnow)()
-    answer: bytes | None
     try:
-        interchanges, encoding = tokenize(raw)
-    except ParseError as exc:
-        answer = _reject_unreadable(raw, exc, control_numbers, moment)
-    else:
-        out: list[str] = []
-        for interchange in interchanges:
-            out.extend(_answer(interchange, control_numbers, moment, kind))
-        answer = "".join(out).encode(encoding, errors="replace") if out else None
-    if answer is None:
+        found, encoding = scan(raw)
+    except ParseError:
+        return None  # an empty payload: nothing to answer to
+    out: list[str] = []
+    for item in found:  # each interchange answered on its own, a damaged one with its own TA1
+        if isinstance(item, Damaged):
+            out.extend(filter(None, [_reject_unreadable(item, control_numbers, moment)]))
+        else:
+            out.extend(_answer(item, control_numbers, moment, kind))
+    if not out:
         return None
+    answer = "".join(out).encode(encoding, errors="replace")
     try:
         tokenize(answer)
     except ParseError:
@@ -313,7 +317,7 @@ class _Writer:
                 segments.append(
                     [
                         "IK3" if five010 else "AK3",
-                        error.segment_id,
+                        self.segment_id(error.segment_id),
                         str(error.position),
                         error.loop_id,
                         error.code,
@@ -349,6 +353,14 @@ class _Writer:
         segments.append(["SE", str(len(segments) + 1), "0001"])
         return "".join(self.seg(*s) for s in segments)
 
+    def segment_id(self, sid: str) -> str:
+        """AK301/IK301: the segment id as received, or (an invalid id that cannot be carried
+        back, e.g. holding a line break) its letters and digits, upper-cased; ``UNK`` if none."""
+        if valid_id(sid) or (2 <= len(sid) <= 3 and self.copy(sid) == sid and " " not in sid):
+            return sid
+        cleaned = "".join(c for c in sid if c.isascii() and c.isalnum()).upper()[:3]
+        return cleaned if len(cleaned) >= 2 else "UNK"
+
     def copy(self, value: str) -> str:
         """The copy of a bad data element for AK404/IK404, left out when it cannot be carried."""
         separators = {self.d.element, self.d.component, self.d.segment, self.d.repetition or self.d.element}
@@ -357,10 +369,9 @@ class _Writer:
         return value[:99]
 
 
-def _reject_unreadable(
-    raw: bytes, error: ParseError, control_numbers: Callable[[], int], moment: dt.datetime
-) -> bytes | None:
+def _reject_unreadable(damaged: Damaged, control_numbers: Callable[[], int], moment: dt.datetime) -> str | None:
     """A TA1 rejecting an interchange that does not tokenize, when its ISA can still be read."""
+    error = damaged.error
     kind, _, number = error.code.partition(":")
     if kind == "TA1" and len(number) == 3:
         code = number
@@ -368,7 +379,7 @@ def _reject_unreadable(
         code = "023"  # the payload ends inside the interchange: improper (premature) end-of-file
     else:
         code = "024"
-    return reject_interchange(raw, code, control_numbers, moment)
+    return _reject_text(damaged.text, code, control_numbers, moment)
 
 
 def reject_interchange(
@@ -377,6 +388,12 @@ def reject_interchange(
     """A TA1 rejecting the interchange of ``raw`` with note code ``code`` (025: duplicate
     interchange control number), when its ISA can be read; None otherwise."""
     text, encoding = decode(raw)
+    answer = _reject_text(text, code, control_numbers, moment or _utcnow())
+    return answer.encode(encoding, errors="replace") if answer is not None else None
+
+
+def _reject_text(text: str, code: str, control_numbers: Callable[[], int], moment: dt.datetime) -> str | None:
+    """The TA1 interchange rejecting the interchange whose ISA starts ``text``; None without one."""
     try:
         delims, end, _ = read_delimiters(text, 0)
     except ParseError:
@@ -386,10 +403,7 @@ def reject_interchange(
         return None
     line_break = "\r\n" if text.startswith("\r\n", end) else "\n" if text.startswith("\n", end) else ""
     fake = Interchange(delims, Segment(isa, 1), text[:end], line_break)
-    answer = _Writer(fake).interchange(
-        isa, ("R", code), [], control_numbers(), moment or _utcnow(), five010=_isa_5010(isa)
-    )
-    return answer.encode(encoding, errors="replace")
+    return _Writer(fake).interchange(isa, ("R", code), [], control_numbers(), moment, five010=_isa_5010(isa))
 
 
 def _utcnow() -> dt.datetime:

@@ -9,6 +9,7 @@ interchange problems, ``AK9:n`` for functional groups, ``AK5:n`` for transaction
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from engine.core.errors import ParseError
@@ -21,6 +22,7 @@ _GAP = " \t\r\n"
 # What some systems put after the last IEA: DOS end-of-file (Ctrl-Z) and NUL padding of a
 # fixed-size record or block. Never data; dropped after the last IEA and between interchanges.
 _FILE_PADDING = "\x1a\x00"
+_ISA_START = re.compile(r"ISA(?=[^A-Za-z0-9\s])")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Segment:
         return self.elements[0]
 
     def where(self) -> str:
-        return f"segment {self.number} ({self.id})"
+        # An invalid id may be data (a line broken inside a segment): never quoted.
+        return f"segment {self.number} ({self.id})" if valid_id(self.id) else f"segment {self.number}"
 
 
 @dataclass
@@ -77,6 +80,18 @@ class Interchange:
     iea: Segment | None = None
     warnings: list[str] = field(default_factory=list)
     ta1: list[Segment] = field(default_factory=list)  # interchange acknowledgements, before the first GS
+
+
+@dataclass
+class Damaged:
+    """An interchange that does not tokenize: its text (from its ISA to the next one) and why.
+
+    Kept so that one broken interchange in a file does not take the others with it: each
+    interchange is answered (and split) on its own.
+    """
+
+    text: str
+    error: ParseError
 
 
 def decode(raw: bytes) -> tuple[str, str]:
@@ -146,21 +161,56 @@ def tokenize(raw: bytes) -> tuple[list[Interchange], str]:
 
     Only the structure is checked here (ISA first, every ST closed by SE, every GS by GE,
     every ISA by IEA, nothing outside an envelope); counts and control numbers are checked
-    by ``check``.
+    by ``check``. ``ParseError`` for the first interchange that does not tokenize.
     """
-    text, encoding = decode(raw)
+    found, encoding = scan(raw)
     interchanges: list[Interchange] = []
+    for item in found:
+        if isinstance(item, Damaged):
+            raise item.error
+        interchanges.append(item)
+    return interchanges, encoding
+
+
+def scan(raw: bytes) -> tuple[list[Interchange | Damaged], str]:
+    """Like ``tokenize``, but an interchange that does not tokenize is returned as ``Damaged``
+    and reading goes on at the next ISA. ``ParseError`` only for an empty payload."""
+    text, encoding = decode(raw)
+    found: list[Interchange | Damaged] = []
     pos, number = 0, 0
     while True:
         while pos < len(text) and (text[pos] in _GAP or text[pos] in _FILE_PADDING):  # files concatenated
             pos += 1
         if pos >= len(text):
             break
-        interchange, pos, number = _read_interchange(text, pos, number)
-        interchanges.append(interchange)
-    if not interchanges:
+        try:
+            interchange, pos, number = _read_interchange(text, pos, number)
+        except ParseError as exc:
+            end = _next_isa(text, pos)
+            found.append(Damaged(text[pos:end], exc))
+            pos = end
+            continue
+        found.append(interchange)
+    if not found:
         raise ParseError("the payload is empty", "", "TA1:023")
-    return interchanges, encoding
+    return found, encoding
+
+
+def _next_isa(text: str, start: int) -> int:
+    """Where the interchange after the damaged one at ``start`` begins (len(text) if none).
+
+    An ISA counts when it starts a segment: only blanks between it and the segment terminator
+    of the damaged interchange (any punctuation when even its ISA is unreadable).
+    """
+    try:
+        terminator = read_delimiters(text, start)[0].segment
+    except ParseError:
+        terminator = ""
+    for match in _ISA_START.finditer(text, start + 3):
+        before = text[: match.start()].rstrip(_GAP)[-1:]
+        if before and (before == terminator or (not terminator and not before.isalnum())):
+            return match.start()
+    return len(text)
 
 
 def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, int, int]:
@@ -183,8 +233,12 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
         number += 1
         segment = Segment(body.split(delims.element), number)
         pos = len(text) if end < 0 else end + 1
-        _check_id(segment)
         sid = segment.id
+        if not valid_id(sid):
+            if transaction is None:  # in the envelope: the interchange cannot be read on
+                raise ParseError(_BAD_ID, segment.where(), "TA1:024")
+            transaction.segments.append(segment)  # only its transaction set is rejected (AK3 code 1)
+            continue
         if sid == "ISA":
             raise ParseError("an interchange starts before the previous one ends with IEA", segment.where(), "TA1:023")
         if sid == "IEA":
@@ -221,11 +275,12 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
     raise ParseError("the interchange ends without its trailer (SE, GE or IEA)", f"after segment {number}", code)
 
 
-def _check_id(segment: Segment) -> None:
-    sid = segment.id
-    if not (2 <= len(sid) <= 3 and sid.isascii() and sid.isalnum() and sid[0].isalpha() and sid.isupper()):
-        reason = "invalid segment id (expected 2 or 3 upper-case letters or digits)"
-        raise ParseError(reason, f"segment {segment.number}", "AK3:1")
+_BAD_ID = "invalid segment id (expected 2 or 3 upper-case letters or digits)"
+
+
+def valid_id(sid: str) -> bool:
+    """A syntactically valid segment id: 2 or 3 upper-case letters or digits, a letter first."""
+    return 2 <= len(sid) <= 3 and sid.isascii() and sid.isalnum() and sid[0].isalpha() and sid.isupper()
 
 
 def check(interchanges: list[Interchange]) -> None:
@@ -290,6 +345,9 @@ def check_transaction(transaction: Transaction) -> None:
         raise ParseError("ST02 (transaction set control number) is missing", st.where(), "AK5:7")
     _expect(se, 1, str(len(transaction.segments)), "SE01 does not match the number of segments from ST to SE", "AK5:4")
     _expect(se, 2, _element(st, 2), "SE02 does not match the transaction set control number ST02", "AK5:3")
+    for segment in transaction.segments:
+        if not valid_id(segment.id):  # kept by tokenize so that only this set is rejected
+            raise ParseError(_BAD_ID, segment.where(), "AK5:5")
 
 
 def _element(segment: Segment, index: int) -> str:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from engine.datatypes.x12.schema import ElementSpec, Node, SegmentSpec, TransactionSchema, dictionary, transaction
-from engine.datatypes.x12.tokenizer import Delimiters, Segment
+from engine.datatypes.x12.tokenizer import Delimiters, Segment, valid_id
 
 MAX_ERRORS = 100  # per transaction set: enough to fix a file, bounded for the acknowledgement
 
@@ -100,7 +100,8 @@ class SegmentError:
     elements: list[ElementError] = field(default_factory=list)
 
     def describe(self) -> str:
-        text = f"segment {self.segment_id} at position {self.position} of the transaction set"
+        name = self.segment_id if valid_id(self.segment_id) else "with an invalid id"  # may be data: not quoted
+        text = f"segment {name} at position {self.position} of the transaction set"
         if self.loop_id:
             text += f" (loop {self.loop_id})"
         if self.elements:
@@ -152,8 +153,12 @@ def validate_transaction(
         return []
     if schema is None:
         schema = transaction(segments[0].elements[1].strip() if len(segments[0].elements) > 1 else "")
-        if schema is None:
-            return []
+        if schema is None:  # no schema: only what is wrong whatever the set, an invalid segment id
+            return [
+                SegmentError(s.id, position, "1", number=s.number)
+                for position, s in enumerate(segments, 1)
+                if not valid_id(s.id)
+            ][:MAX_ERRORS]
     return _Walker(schema, delimiters, version).run(segments)
 
 
