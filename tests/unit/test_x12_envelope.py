@@ -235,3 +235,57 @@ def test_each_interchange_of_a_file_gets_its_own_answer_and_a_ta1_names_its_own_
     assert len(parts) == 2 and X12DataType().parse(parts[0]).get("ISA13") == "000000011"
     with pytest.raises(ParseError):
         X12DataType().parse(parts[1])
+
+
+# -- ISA values and GS06/GS08 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "note"),
+    [
+        ({"control": "ABCDEFGHI"}, "018"),
+        ({"usage": "X"}, "020"),
+        ({"version": "99999"}, "017"),
+        ({"version": "4010"}, "017"),
+        ({"date": "261340"}, "014"),
+        ({"time": "2460"}, "015"),
+        ({"ack": "7"}, "019"),
+    ],
+)
+def test_invalid_isa_values_are_refused_with_their_ta1_note_code(fields: dict[str, str], note: str) -> None:
+    raw = interchange(po("0001"), **fields)
+    answer = ack(raw)
+    (ta1,) = segments(answer, "TA1")
+    assert ta1.split("*")[4:] == ["R", note]
+    assert segments(answer, "ST") == []  # refused: no 997 accepting what is not processed
+    parses_back(answer)
+    with pytest.raises(ParseError) as caught:
+        X12DataType().parse(raw.encode())
+    assert caught.value.code == f"TA1:{note}"
+
+
+def test_usage_indicator_i_is_accepted() -> None:
+    assert segments(ack(interchange(po("0001"), usage="I")), "AK9") == ["AK9*A*1*1*1"]
+
+
+def test_an_empty_or_non_numeric_gs06_is_refused_with_a_ta1_not_an_invalid_997() -> None:
+    for gs06 in ("", "AB"):
+        raw = interchange(po("0001"), gs06=gs06)
+        answer = ack(raw)
+        assert segments(answer, "TA1") == ["TA1*000000001*260101*1200*R*024"]
+        assert segments(answer, "AK1") == []
+        parses_back(answer)
+        with pytest.raises(ParseError) as caught:
+            X12DataType().parse(raw.encode())
+        assert caught.value.code == "TA1:024"
+
+
+def test_an_empty_gs08_rejects_the_group_in_a_valid_997() -> None:
+    raw = interchange(po("0001"), gs08="")
+    answer = ack(raw)
+    assert segments(answer, "AK1") == ["AK1*PO*1"]
+    assert segments(answer, "AK9")[0].startswith("AK9*R*") and segments(answer, "AK9")[0].endswith("*2")
+    parses_back(answer)
+    with pytest.raises(ParseError) as caught:
+        X12DataType().parse(raw.encode())
+    assert caught.value.code == "AK9:2"

@@ -39,6 +39,8 @@ from engine.datatypes.x12.tokenizer import (
     Segment,
     Transaction,
     check_group,
+    check_gs,
+    check_isa,
     check_transaction,
     decode,
     duplicate_sets,
@@ -209,7 +211,10 @@ def _answer(interchange: Interchange, control_numbers: Callable[[], int], moment
         ta1 = ("R", "024")
     else:
         iea = interchange.iea.elements if interchange.iea is not None else []
-        if _num(iea, 2) != _num(isa, 13):
+        refused = _envelope_problem(interchange)
+        if refused:
+            ta1 = ("R", refused)
+        elif _num(iea, 2) != _num(isa, 13):
             ta1 = ("R", "001")
         elif _num(iea, 1) != str(len(interchange.groups)):
             ta1 = ("E", "021")
@@ -231,6 +236,23 @@ def _answer(interchange: Interchange, control_numbers: Callable[[], int], moment
         groups = [writer.group(r, control_numbers, moment, five010) for r in chosen]
         out.append(writer.interchange(isa, None, groups, control, moment, five010=five010))
     return out
+
+
+def _envelope_problem(interchange: Interchange) -> str:
+    """The TA1 note code of an invalid ISA value or of a GS06 no 997/999 could name ("" if none).
+
+    The same checks ``parse`` makes (``check_isa``, ``check_gs``), so that an interchange the
+    TA1 refuses is never processed, and every 997/999 written has a valid AK102.
+    """
+    checks = [lambda: check_isa(interchange.isa)] + [lambda g=g: check_gs(g) for g in interchange.groups]
+    for check in checks:
+        try:
+            check()
+        except ParseError as exc:
+            kind, _, code = exc.code.partition(":")
+            if kind == "TA1":  # an empty GS08 (AK9) is answered in the group's 997/999
+                return code
+    return ""
 
 
 class _Writer:
@@ -279,7 +301,9 @@ class _Writer:
             "00501" if five010 else "00401",
             control,
             "0",
-            (_get_list(isa, 15) or "P")[:1],
+            _get_list(isa, 15)
+            if _get_list(isa, 15) in ("I", "P", "T")
+            else "P",  # a valid answer even to an invalid ISA15
             self.d.component,
         ]
         text = self.d.element.join(header) + self.end

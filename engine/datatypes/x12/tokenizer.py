@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 
 from engine.core.errors import ParseError
 
@@ -294,6 +295,7 @@ def check_interchange(interchange: Interchange, *, descend: bool = True) -> None
     isa, iea = interchange.isa, interchange.iea
     if len(isa.elements) != ISA_ELEMENTS + 1:
         raise ParseError(f"the ISA segment must have {ISA_ELEMENTS} elements", isa.where(), "TA1:024")
+    check_isa(isa)
     assert iea is not None  # tokenize never returns an interchange without its IEA
     _expect(iea, 1, str(len(interchange.groups)), "IEA01 does not match the number of functional groups", "TA1:021")
     _expect(iea, 2, isa.elements[13].strip(), "IEA02 does not match the interchange control number ISA13", "TA1:001")
@@ -301,8 +303,66 @@ def check_interchange(interchange: Interchange, *, descend: bool = True) -> None
         check_group(group, descend=descend)
 
 
+def check_isa(isa: Segment) -> None:
+    """The ISA values a TA1 note code names (X12 I18): ``ParseError`` with ``TA1:nnn``.
+
+    ISA13 numeric (018), ISA12 a known version (017), ISA09 a date YYMMDD (014), ISA10 a
+    time HHMM (015), ISA14 0 or 1 (019), ISA15 I, P or T (020). ISA13 need not have nine
+    digits: unpadded ISAs are accepted with a warning elsewhere.
+    """
+    for index, valid, reason, code in _ISA_CHECKS:
+        if not valid(_element(isa, index)):
+            raise ParseError(reason, f"{isa.where()}, element {index:02d}", f"TA1:{code}")
+
+
+def _isa_version(value: str) -> bool:
+    # 5 digits up to 00999 (versions so far: 00200 .. 00801). Lenient below: real senders write
+    # e.g. 00040 for 00400, and the control segments have kept their layout across versions.
+    return len(value) == 5 and value.isdigit() and 1 <= int(value) <= 999
+
+
+def _yymmdd(value: str) -> bool:
+    if len(value) != 6 or not value.isdigit():
+        return False
+    try:
+        date(2000 + int(value[:2]), int(value[2:4]), int(value[4:]))
+    except ValueError:
+        return False
+    return True
+
+
+def _hhmm(value: str) -> bool:
+    return len(value) == 4 and value.isdigit() and int(value[:2]) < 24 and int(value[2:]) < 60
+
+
+_ISA_CHECKS = (
+    (13, str.isdigit, "ISA13 (interchange control number) is not numeric", "018"),
+    (12, _isa_version, "ISA12 (interchange control version) is not a known version", "017"),
+    (9, _yymmdd, "ISA09 (interchange date) is not a valid date YYMMDD", "014"),
+    (10, _hhmm, "ISA10 (interchange time) is not a valid time HHMM", "015"),
+    (14, lambda v: v in ("0", "1"), "ISA14 (acknowledgment requested) is not 0 or 1", "019"),
+    (15, lambda v: v in ("I", "P", "T"), "ISA15 (usage indicator) is not I, P or T", "020"),
+)
+
+
+def check_gs(group: Group) -> None:
+    """GS06 and GS08, which every answer to the group needs.
+
+    Without a numeric GS06 no 997/999 can name the group (AK102 is mandatory and numeric):
+    the interchange is refused with TA1 024 (invalid interchange content: invalid GS). An
+    empty GS08 leaves the group's version unknown: the group is rejected (AK905 2).
+    """
+    if not _element(group.gs, 6).isdigit():
+        raise ParseError(
+            "GS06 (group control number) is missing or not numeric", f"{group.gs.where()}, element 06", "TA1:024"
+        )
+    if not _element(group.gs, 8):
+        raise ParseError("GS08 (version) is missing", f"{group.gs.where()}, element 08", "AK9:2")
+
+
 def check_group(group: Group, *, descend: bool = True) -> None:
-    """GE01/GE02, then (when ``descend``) every transaction set."""
+    """GS06/GS08, GE01/GE02, then (when ``descend``) every transaction set."""
+    check_gs(group)
     ge = group.ge
     assert ge is not None
     _expect(ge, 1, str(len(group.transactions)), "GE01 does not match the number of transaction sets", "AK9:5")
