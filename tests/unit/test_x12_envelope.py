@@ -289,3 +289,21 @@ def test_an_empty_gs08_rejects_the_group_in_a_valid_997() -> None:
     with pytest.raises(ParseError) as caught:
         X12DataType().parse(raw.encode())
     assert caught.value.code == "AK9:2"
+
+
+# -- a group with wrong counts next to a clean one -----------------------------------------------
+
+
+def test_a_group_with_wrong_counts_is_refused_alone_and_the_clean_group_is_processed() -> None:
+    clean = ["GS*PO*SENDER*RECEIVER*20260101*1200*1*X*004010", *po("0001"), "GE*1*1"]
+    wrong = ["GS*PO*SENDER*RECEIVER*20260101*1200*2*X*004010", *po("0001"), *po("0002"), "GE*5*2"]
+    raw = "~\n".join([isa(), *clean, *wrong, "IEA*2*000000001"]) + "~\n"
+    answer = ack(raw)
+    assert segments(answer, "AK9") == ["AK9*A*1*1*1", "AK9*R*5*2*2*5"]
+    x = X12DataType()
+    parts = x.split(raw.encode())
+    assert len(parts) == 2  # the clean group's set, and the wrong group as a unit
+    assert x.parse(parts[0]).get("GS06") == "1"  # processed, as its AK9*A says
+    with pytest.raises(ParseError) as caught:
+        x.parse(parts[1])  # refused, as its AK9*R says
+    assert caught.value.code == "AK9:5"

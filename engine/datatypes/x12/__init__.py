@@ -35,6 +35,7 @@ from engine.datatypes.x12.tokenizer import (
     Segment,
     Transaction,
     check,
+    check_group,
     check_interchange,
     decode,
     duplicate_sets,
@@ -98,8 +99,10 @@ class X12DataType:
 
         Never raises: a payload that does not tokenize is returned whole (in a file of several
         interchanges, the interchange that does not tokenize is a part of its own), and so is an
-        interchange whose group or interchange counts are wrong, so that ``parse`` rejects
-        it as a unit instead of the error disappearing in re-wrapped counts. A set whose ST02
+        interchange with an interchange-level (TA1) problem, and a group whose counts or control
+        numbers are wrong is a part of its own (its GE as received), so that ``parse`` rejects
+        them as a unit instead of the error disappearing in re-wrapped counts, while the other
+        groups are processed, as their 997/999 says. A set whose ST02
         repeats an earlier one of its group travels with that earlier set, so that ``parse``
         refuses it (AK5 23) as the 997/999 does, instead of it passing alone.
         """
@@ -118,11 +121,16 @@ class X12DataType:
                 parts.append(interchange.text.encode(encoding))
                 continue
             try:
-                check_interchange(interchange, descend=False)
+                check_interchange(interchange, groups=False)
             except ParseError:
                 parts.append(_rebuild_whole(interchange).encode(encoding))
                 continue
             for group in interchange.groups:
+                try:
+                    check_group(group, descend=False)
+                except ParseError:  # refused as a unit; the other groups are processed, as the 997 says
+                    parts.append(_wrap_group(interchange, group).encode(encoding))
+                    continue
                 duplicates = duplicate_sets(group)
                 for index, transaction in enumerate(group.transactions):
                     sets = [transaction]
@@ -299,6 +307,14 @@ def _wrap(interchange: Interchange, group: Group, *transactions: Transaction) ->
     gs06 = group.gs.elements[6] if len(group.gs.elements) > 6 else ""
     sets = [s.elements for t in transactions for s in t.segments]
     body = [group.gs.elements, *sets, ["GE", str(len(transactions)), gs06]]
+    body.append(["IEA", "1", interchange.isa.elements[13]])
+    return interchange.isa_text + interchange.line_break + _lines(interchange, body)
+
+
+def _wrap_group(interchange: Interchange, group: Group) -> str:
+    """A whole group, with its GE as received, in a copy of its ISA (IEA01 = 1)."""
+    body = [group.gs.elements, *(s.elements for t in group.transactions for s in t.segments)]
+    body.append(group.ge.elements if group.ge is not None else ["GE", str(len(group.transactions))])
     body.append(["IEA", "1", interchange.isa.elements[13]])
     return interchange.isa_text + interchange.line_break + _lines(interchange, body)
 

@@ -244,14 +244,12 @@ def _envelope_problem(interchange: Interchange) -> str:
     The same checks ``parse`` makes (``check_isa``, ``check_gs``), so that an interchange the
     TA1 refuses is never processed, and every 997/999 written has a valid AK102.
     """
-    checks = [lambda: check_isa(interchange.isa)] + [lambda g=g: check_gs(g) for g in interchange.groups]
-    for check in checks:
-        try:
-            check()
-        except ParseError as exc:
-            kind, _, code = exc.code.partition(":")
-            if kind == "TA1":  # an empty GS08 (AK9) is answered in the group's 997/999
-                return code
+    try:
+        check_isa(interchange.isa)
+        for group in interchange.groups:
+            check_gs(group)
+    except ParseError as exc:
+        return exc.code.partition(":")[2]
     return ""
 
 

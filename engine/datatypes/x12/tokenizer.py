@@ -290,16 +290,19 @@ def check(interchanges: list[Interchange]) -> None:
         check_interchange(interchange)
 
 
-def check_interchange(interchange: Interchange, *, descend: bool = True) -> None:
-    """IEA01/IEA02, then every group (and, when ``descend``, every transaction set)."""
+def check_interchange(interchange: Interchange, *, descend: bool = True, groups: bool = True) -> None:
+    """The ISA values, every GS06, IEA01/IEA02 (the TA1 level), then (``groups``) every group
+    and (``descend``) every transaction set."""
     isa, iea = interchange.isa, interchange.iea
     if len(isa.elements) != ISA_ELEMENTS + 1:
         raise ParseError(f"the ISA segment must have {ISA_ELEMENTS} elements", isa.where(), "TA1:024")
     check_isa(isa)
+    for group in interchange.groups:
+        check_gs(group)
     assert iea is not None  # tokenize never returns an interchange without its IEA
     _expect(iea, 1, str(len(interchange.groups)), "IEA01 does not match the number of functional groups", "TA1:021")
     _expect(iea, 2, isa.elements[13].strip(), "IEA02 does not match the interchange control number ISA13", "TA1:001")
-    for group in interchange.groups:
+    for group in interchange.groups if groups else ():
         check_group(group, descend=descend)
 
 
@@ -346,23 +349,23 @@ _ISA_CHECKS = (
 
 
 def check_gs(group: Group) -> None:
-    """GS06 and GS08, which every answer to the group needs.
+    """GS06, which every answer to the group needs.
 
     Without a numeric GS06 no 997/999 can name the group (AK102 is mandatory and numeric):
-    the interchange is refused with TA1 024 (invalid interchange content: invalid GS). An
-    empty GS08 leaves the group's version unknown: the group is rejected (AK905 2).
+    the interchange is refused with TA1 024 (invalid interchange content: invalid GS).
     """
     if not _element(group.gs, 6).isdigit():
-        raise ParseError(
-            "GS06 (group control number) is missing or not numeric", f"{group.gs.where()}, element 06", "TA1:024"
-        )
-    if not _element(group.gs, 8):
-        raise ParseError("GS08 (version) is missing", f"{group.gs.where()}, element 08", "AK9:2")
+        where = f"{group.gs.where()}, element 06"
+        raise ParseError("GS06 (group control number) is missing or not numeric", where, "TA1:024")
 
 
 def check_group(group: Group, *, descend: bool = True) -> None:
-    """GS06/GS08, GE01/GE02, then (when ``descend``) every transaction set."""
-    check_gs(group)
+    """GS08, GE01/GE02, then (when ``descend``) every transaction set.
+
+    An empty GS08 leaves the group's version unknown: the group is rejected (AK905 2).
+    """
+    if not _element(group.gs, 8):
+        raise ParseError("GS08 (version) is missing", f"{group.gs.where()}, element 08", "AK9:2")
     ge = group.ge
     assert ge is not None
     _expect(ge, 1, str(len(group.transactions)), "GE01 does not match the number of transaction sets", "AK9:5")
