@@ -307,3 +307,14 @@ def test_a_group_with_wrong_counts_is_refused_alone_and_the_clean_group_is_proce
     with pytest.raises(ParseError) as caught:
         x.parse(parts[1])  # refused, as its AK9*R says
     assert caught.value.code == "AK9:5"
+
+
+def test_a_wrong_iea01_refuses_the_interchange_in_the_answer_as_in_processing() -> None:
+    raw = interchange(po("0001"), po("0002")).replace("IEA*1*", "IEA*2*")
+    answer = ack(raw)
+    assert segments(answer, "TA1") == ["TA1*000000001*260101*1200*R*021"]  # not E: nothing is processed
+    assert segments(answer, "ST") == []
+    (whole,) = X12DataType().split(raw.encode())
+    with pytest.raises(ParseError) as caught:
+        X12DataType().parse(whole)
+    assert caught.value.code == "TA1:021"

@@ -217,7 +217,7 @@ def _answer(interchange: Interchange, control_numbers: Callable[[], int], moment
         elif _num(iea, 2) != _num(isa, 13):
             ta1 = ("R", "001")
         elif _num(iea, 1) != str(len(interchange.groups)):
-            ta1 = ("E", "021")
+            ta1 = ("R", "021")  # parse refuses the interchange: an E would tell the sender not to resend
         elif isa[14].strip() == "1":
             ta1 = ("A", "000")
     writer = _Writer(interchange)
