@@ -29,16 +29,20 @@ from engine.core.spec import Example, datatype_spec
 from engine.datatypes.x12.acks import acknowledge, next_control_number, reject_interchange
 from engine.datatypes.x12.document import SYNTAX, X12Document, parse_path
 from engine.datatypes.x12.tokenizer import (
+    Damaged,
     Group,
     Interchange,
     Segment,
     Transaction,
     check,
+    check_group,
     check_interchange,
     decode,
+    duplicate_sets,
+    scan,
     tokenize,
 )
-from engine.datatypes.x12.validate import SegmentError, validate_transaction, version_of
+from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
 
 HIPAA_SETS = frozenset({"835", "837"})
 
@@ -93,26 +97,46 @@ class X12DataType:
     def split(self, raw: bytes) -> list[bytes]:
         """One complete interchange (ISA/GS/ST..SE/GE/IEA) per transaction set.
 
-        Never raises: a payload that does not tokenize is returned whole, and so is an
-        interchange whose group or interchange counts are wrong, so that ``parse`` rejects
-        it as a unit instead of the error disappearing in re-wrapped counts.
+        Never raises: a payload that does not tokenize is returned whole (in a file of several
+        interchanges, the interchange that does not tokenize is a part of its own), and so is an
+        interchange with an interchange-level (TA1) problem, and a group whose counts or control
+        numbers are wrong is a part of its own (its GE as received), so that ``parse`` rejects
+        them as a unit instead of the error disappearing in re-wrapped counts, while the other
+        groups are processed, as their 997/999 says. A set whose ST02
+        repeats an earlier one of its group travels with that earlier set, so that ``parse``
+        refuses it (AK5 23) as the 997/999 does, instead of it passing alone.
         """
         try:
-            interchanges, encoding = tokenize(raw)
+            found, encoding = scan(raw)
         except ParseError:
             return [raw]
-        if sum(len(g.transactions) for i in interchanges for g in i.groups) <= 1:
+        interchanges = [i for i in found if isinstance(i, Interchange)]
+        if len(found) == 1 and not interchanges:
+            return [raw]
+        if len(found) == len(interchanges) and sum(len(g.transactions) for i in interchanges for g in i.groups) <= 1:
             return [raw]
         parts: list[bytes] = []
-        for interchange in interchanges:
+        for interchange in found:
+            if isinstance(interchange, Damaged):  # refused by parse on its own; the others go on
+                parts.append(interchange.text.encode(encoding))
+                continue
             try:
-                check_interchange(interchange, descend=False)
+                check_interchange(interchange, groups=False)
             except ParseError:
                 parts.append(_rebuild_whole(interchange).encode(encoding))
                 continue
             for group in interchange.groups:
-                for transaction in group.transactions:
-                    parts.append(_wrap(interchange, group, transaction).encode(encoding))
+                try:
+                    check_group(group, descend=False)
+                except ParseError:  # refused as a unit; the other groups are processed, as the 997 says
+                    parts.append(_wrap_group(interchange, group).encode(encoding))
+                    continue
+                duplicates = duplicate_sets(group)
+                for index, transaction in enumerate(group.transactions):
+                    sets = [transaction]
+                    if index in duplicates:  # with the set it repeats, so that parse rejects it (AK5 23)
+                        sets.insert(0, _first_with_st02(group, transaction))
+                    parts.append(_wrap(interchange, group, *sets).encode(encoding))
         return parts
 
     def header(self, raw: bytes) -> Header:
@@ -211,7 +235,7 @@ def _schema_error(transaction: Transaction, errors: list[SegmentError], version:
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
     kind = _element(segments[0], 1)
     reason = f"the {kind} transaction set does not match its schema: {first.describe()}{more}"
-    return ParseError(reason, position, f"{'IK5' if version >= '005010' else 'AK5'}:5")
+    return ParseError(reason, position, f"{'IK5' if is_5010(version) else 'AK5'}:5")
 
 
 _PYX12_LOGGER = "pyx12"
@@ -278,12 +302,31 @@ def _lines(interchange: Interchange, segments: list[list[str]]) -> str:
     return "".join(delims.element.join(elements) + end for elements in segments)
 
 
-def _wrap(interchange: Interchange, group: Group, transaction: Transaction) -> str:
-    """One transaction set in a copy of its ISA and GS, with GE01 and IEA01 set to 1."""
+def _wrap(interchange: Interchange, group: Group, *transactions: Transaction) -> str:
+    """Transaction sets in a copy of their ISA and GS, with GE01 (their number) and IEA01 = 1."""
     gs06 = group.gs.elements[6] if len(group.gs.elements) > 6 else ""
-    body = [group.gs.elements, *(s.elements for s in transaction.segments), ["GE", "1", gs06]]
+    sets = [s.elements for t in transactions for s in t.segments]
+    body = [group.gs.elements, *sets, ["GE", str(len(transactions)), gs06]]
     body.append(["IEA", "1", interchange.isa.elements[13]])
     return interchange.isa_text + interchange.line_break + _lines(interchange, body)
+
+
+def _wrap_group(interchange: Interchange, group: Group) -> str:
+    """A whole group, with its GE as received, in a copy of its ISA (IEA01 = 1)."""
+    body = [group.gs.elements, *(s.elements for t in group.transactions for s in t.segments)]
+    body.append(group.ge.elements if group.ge is not None else ["GE", str(len(group.transactions))])
+    body.append(["IEA", "1", interchange.isa.elements[13]])
+    return interchange.isa_text + interchange.line_break + _lines(interchange, body)
+
+
+def _first_with_st02(group: Group, duplicate: Transaction) -> Transaction:
+    """The first transaction set of ``group`` with the control number ``duplicate`` repeats."""
+    wanted = _number(_element(duplicate.segments[0], 2))
+    return next(t for t in group.transactions if _number(_element(t.segments[0], 2)) == wanted)
+
+
+def _number(value: str) -> str:
+    return str(int(value)) if value.isdigit() else value
 
 
 def _rebuild_whole(interchange: Interchange) -> str:

@@ -32,18 +32,25 @@ from dataclasses import dataclass, field
 from engine.core.errors import ParseError
 from engine.datatypes.x12.tokenizer import (
     ISA_ELEMENTS,
+    Damaged,
     Delimiters,
     Group,
     Interchange,
     Segment,
     Transaction,
     check_group,
+    check_gs,
+    check_isa,
     check_transaction,
     decode,
+    duplicate_sets,
+    isa_elements,
     read_delimiters,
+    scan,
     tokenize,
+    valid_id,
 )
-from engine.datatypes.x12.validate import SegmentError, validate_transaction, version_of
+from engine.datatypes.x12.validate import SegmentError, is_5010, validate_transaction, version_of
 
 ACK_SETS = frozenset({"997", "999", "TA1"})
 VERSION_997 = "004010"
@@ -148,6 +155,8 @@ def assess_group(group: Group, delimiters: Delimiters) -> GroupResult:
     """Every transaction set of a group plus GE01/GE02."""
     version = version_of(_get(group.gs, 8))
     result = GroupResult(group, version, [assess_transaction(t, delimiters, version) for t in group.transactions])
+    for index in duplicate_sets(group):  # a resent or mis-numbered set is never accepted twice
+        result.transactions[index].codes.insert(0, "23")
     try:
         check_group(group, descend=False)
     except ParseError as exc:
@@ -172,18 +181,19 @@ def acknowledge(
     ``kind``: ``auto`` (997 before 5010, 999 from 5010), ``997`` or ``999`` for every group.
     """
     moment = (now or _utcnow)()
-    answer: bytes | None
     try:
-        interchanges, encoding = tokenize(raw)
-    except ParseError as exc:
-        answer = _reject_unreadable(raw, exc, control_numbers, moment)
-    else:
-        out: list[str] = []
-        for interchange in interchanges:
-            out.extend(_answer(interchange, control_numbers, moment, kind))
-        answer = "".join(out).encode(encoding, errors="replace") if out else None
-    if answer is None:
+        found, encoding = scan(raw)
+    except ParseError:
+        return None  # an empty payload: nothing to answer to
+    out: list[str] = []
+    for item in found:  # each interchange answered on its own, a damaged one with its own TA1
+        if isinstance(item, Damaged):
+            out.extend(filter(None, [_reject_unreadable(item, control_numbers, moment)]))
+        else:
+            out.extend(_answer(item, control_numbers, moment, kind))
+    if not out:
         return None
+    answer = "".join(out).encode(encoding, errors="replace")
     try:
         tokenize(answer)
     except ParseError:
@@ -201,18 +211,21 @@ def _answer(interchange: Interchange, control_numbers: Callable[[], int], moment
         ta1 = ("R", "024")
     else:
         iea = interchange.iea.elements if interchange.iea is not None else []
-        if _num(iea, 2) != _num(isa, 13):
+        refused = _envelope_problem(interchange)
+        if refused:
+            ta1 = ("R", refused)
+        elif _num(iea, 2) != _num(isa, 13):
             ta1 = ("R", "001")
         elif _num(iea, 1) != str(len(interchange.groups)):
-            ta1 = ("E", "021")
+            ta1 = ("R", "021")  # parse refuses the interchange: an E would tell the sender not to resend
         elif isa[14].strip() == "1":
             ta1 = ("A", "000")
     writer = _Writer(interchange)
-    inbound_5010 = _get_list(isa, 12) == "00501"
+    inbound_5010 = _isa_5010(isa)
     if ta1 is not None and ta1[0] == "R":
         return [writer.interchange(isa, ta1, [], control_numbers(), moment, five010=inbound_5010)]
     results = [assess_group(g, interchange.delimiters) for g in interchange.groups if not is_ack_group(g)]
-    as_999 = [kind == "999" or (kind != "997" and r.version >= "005010") for r in results]
+    as_999 = [kind == "999" or (kind != "997" and is_5010(r.version)) for r in results]
     families = [f for f in (False, True) if f in as_999]
     out: list[str] = []
     if ta1 is not None:  # the TA1 travels in its own interchange, ahead of the 997/999s
@@ -223,6 +236,21 @@ def _answer(interchange: Interchange, control_numbers: Callable[[], int], moment
         groups = [writer.group(r, control_numbers, moment, five010) for r in chosen]
         out.append(writer.interchange(isa, None, groups, control, moment, five010=five010))
     return out
+
+
+def _envelope_problem(interchange: Interchange) -> str:
+    """The TA1 note code of an invalid ISA value or of a GS06 no 997/999 could name ("" if none).
+
+    The same checks ``parse`` makes (``check_isa``, ``check_gs``), so that an interchange the
+    TA1 refuses is never processed, and every 997/999 written has a valid AK102.
+    """
+    try:
+        check_isa(interchange.isa)
+        for group in interchange.groups:
+            check_gs(group)
+    except ParseError as exc:
+        return exc.code.partition(":")[2]
+    return ""
 
 
 class _Writer:
@@ -271,12 +299,14 @@ class _Writer:
             "00501" if five010 else "00401",
             control,
             "0",
-            (_get_list(isa, 15) or "P")[:1],
+            _get_list(isa, 15)
+            if _get_list(isa, 15) in ("I", "P", "T")
+            else "P",  # a valid answer even to an invalid ISA15
             self.d.component,
         ]
         text = self.d.element.join(header) + self.end
         if ta1 is not None:
-            text += self.seg("TA1", f"{_num(isa, 13):0>9}"[-9:], _get_list(isa, 9), _get_list(isa, 10), *ta1)
+            text += self.seg("TA1", *_ta1_reference(isa, moment), *ta1)
         text += "".join(groups)
         return text + self.seg("IEA", str(len(groups)), control)
 
@@ -309,7 +339,7 @@ class _Writer:
                 segments.append(
                     [
                         "IK3" if five010 else "AK3",
-                        error.segment_id,
+                        self.segment_id(error.segment_id),
                         str(error.position),
                         error.loop_id,
                         error.code,
@@ -345,6 +375,14 @@ class _Writer:
         segments.append(["SE", str(len(segments) + 1), "0001"])
         return "".join(self.seg(*s) for s in segments)
 
+    def segment_id(self, sid: str) -> str:
+        """AK301/IK301: the segment id as received, or (an invalid id that cannot be carried
+        back, e.g. holding a line break) its letters and digits, upper-cased; ``UNK`` if none."""
+        if valid_id(sid) or (2 <= len(sid) <= 3 and self.copy(sid) == sid and " " not in sid):
+            return sid
+        cleaned = "".join(c for c in sid if c.isascii() and c.isalnum()).upper()[:3]
+        return cleaned if len(cleaned) >= 2 else "UNK"
+
     def copy(self, value: str) -> str:
         """The copy of a bad data element for AK404/IK404, left out when it cannot be carried."""
         separators = {self.d.element, self.d.component, self.d.segment, self.d.repetition or self.d.element}
@@ -353,10 +391,9 @@ class _Writer:
         return value[:99]
 
 
-def _reject_unreadable(
-    raw: bytes, error: ParseError, control_numbers: Callable[[], int], moment: dt.datetime
-) -> bytes | None:
+def _reject_unreadable(damaged: Damaged, control_numbers: Callable[[], int], moment: dt.datetime) -> str | None:
     """A TA1 rejecting an interchange that does not tokenize, when its ISA can still be read."""
+    error = damaged.error
     kind, _, number = error.code.partition(":")
     if kind == "TA1" and len(number) == 3:
         code = number
@@ -364,7 +401,7 @@ def _reject_unreadable(
         code = "023"  # the payload ends inside the interchange: improper (premature) end-of-file
     else:
         code = "024"
-    return reject_interchange(raw, code, control_numbers, moment)
+    return _reject_text(damaged.text, code, control_numbers, moment)
 
 
 def reject_interchange(
@@ -373,19 +410,22 @@ def reject_interchange(
     """A TA1 rejecting the interchange of ``raw`` with note code ``code`` (025: duplicate
     interchange control number), when its ISA can be read; None otherwise."""
     text, encoding = decode(raw)
+    answer = _reject_text(text, code, control_numbers, moment or _utcnow())
+    return answer.encode(encoding, errors="replace") if answer is not None else None
+
+
+def _reject_text(text: str, code: str, control_numbers: Callable[[], int], moment: dt.datetime) -> str | None:
+    """The TA1 interchange rejecting the interchange whose ISA starts ``text``; None without one."""
     try:
         delims, end, _ = read_delimiters(text, 0)
     except ParseError:
         return None  # no readable ISA: there is no envelope to answer to
-    isa = text[: end - 1].split(delims.element)
+    isa = isa_elements(text[:end], delims)
     if len(isa) != ISA_ELEMENTS + 1:
         return None
     line_break = "\r\n" if text.startswith("\r\n", end) else "\n" if text.startswith("\n", end) else ""
     fake = Interchange(delims, Segment(isa, 1), text[:end], line_break)
-    answer = _Writer(fake).interchange(
-        isa, ("R", code), [], control_numbers(), moment or _utcnow(), five010=isa[12].strip() == "00501"
-    )
-    return answer.encode(encoding, errors="replace")
+    return _Writer(fake).interchange(isa, ("R", code), [], control_numbers(), moment, five010=_isa_5010(isa))
 
 
 def _utcnow() -> dt.datetime:
@@ -407,5 +447,40 @@ def _num(elements: list[str], index: int) -> str:
     return str(int(value)) if value.isdigit() else value
 
 
+def _ta1_reference(isa: list[str], moment: dt.datetime) -> tuple[str, str, str]:
+    """TA101..TA103: the inbound ISA13, ISA09 and ISA10, cleaned so the TA1 stays valid X12.
+
+    Control characters (an 80-column wrap, NUL padding) are dropped; a value that is still not
+    a 9-digit control number, a YYMMDD date or an HHMM time is replaced by what the answer
+    uses itself (zeros for the control number, the answer's own date and time), because a
+    TA1 that does not parse helps nobody and the partner finds its interchange by ISA13.
+    """
+    control, date, time = (_clean(_get_list(isa, i)) for i in (13, 9, 10))
+    control = control.zfill(9) if control.isdigit() and len(control) <= 9 else "000000000"
+    if not (len(date) == 6 and date.isdigit() and _is_yymmdd(date)):
+        date = moment.strftime("%y%m%d")
+    if not (len(time) == 4 and time.isdigit() and int(time[:2]) < 24 and int(time[2:]) < 60):
+        time = moment.strftime("%H%M")
+    return control, date, time
+
+
+def _clean(value: str) -> str:
+    return "".join(c for c in value if ord(c) >= 32 and c != "\x7f").strip()
+
+
+def _is_yymmdd(value: str) -> bool:
+    try:
+        dt.date(2000 + int(value[:2]), int(value[2:4]), int(value[4:]))
+    except ValueError:
+        return False
+    return True
+
+
+def _isa_5010(isa: list[str]) -> bool:
+    """ISA12 00501 or later, compared as a number (``501`` written without its zeros too)."""
+    value = _get_list(isa, 12)
+    return value.isdigit() and int(value) >= 501
+
+
 def _pad(elements: list[str], index: int, width: int) -> str:
-    return _get_list(elements, index).ljust(width)
+    return _clean(_get_list(elements, index)).ljust(width)

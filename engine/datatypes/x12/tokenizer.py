@@ -9,7 +9,9 @@ interchange problems, ``AK9:n`` for functional groups, ``AK5:n`` for transaction
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import date
 
 from engine.core.errors import ParseError
 
@@ -18,6 +20,10 @@ ISA_WIDTH = 106  # fixed-width ISA, terminator included
 ISA_ELEMENTS = 16
 # Line breaks and blanks that senders put between segments; never part of a segment id.
 _GAP = " \t\r\n"
+# What some systems put after the last IEA: DOS end-of-file (Ctrl-Z) and NUL padding of a
+# fixed-size record or block. Never data; dropped after the last IEA and between interchanges.
+_FILE_PADDING = "\x1a\x00"
+_ISA_START = re.compile(r"ISA(?=[^A-Za-z0-9\s])")
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ class Segment:
         return self.elements[0]
 
     def where(self) -> str:
-        return f"segment {self.number} ({self.id})"
+        # An invalid id may be data (a line broken inside a segment): never quoted.
+        return f"segment {self.number} ({self.id})" if valid_id(self.id) else f"segment {self.number}"
 
 
 @dataclass
@@ -76,13 +83,25 @@ class Interchange:
     ta1: list[Segment] = field(default_factory=list)  # interchange acknowledgements, before the first GS
 
 
+@dataclass
+class Damaged:
+    """An interchange that does not tokenize: its text (from its ISA to the next one) and why.
+
+    Kept so that one broken interchange in a file does not take the others with it: each
+    interchange is answered (and split) on its own.
+    """
+
+    text: str
+    error: ParseError
+
+
 def decode(raw: bytes) -> tuple[str, str]:
-    """The text of ``raw`` without BOM and leading blanks, and the encoding used."""
+    """The text of ``raw`` without BOM, leading blanks and trailing file padding, and the encoding used."""
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = raw.decode("latin-1"), "latin-1"
-    return text.lstrip(BOM).lstrip(_GAP), encoding
+    return text.lstrip(BOM).lstrip(_GAP).rstrip(_FILE_PADDING + _GAP), encoding
 
 
 def read_delimiters(text: str, start: int) -> tuple[Delimiters, int, list[str]]:
@@ -116,6 +135,17 @@ def read_delimiters(text: str, start: int) -> tuple[Delimiters, int, list[str]]:
     return Delimiters(element, component, terminator, repetition), sixteenth + 3, warnings
 
 
+def isa_elements(isa_text: str, delims: Delimiters) -> list[str]:
+    """ISA, ISA01 .. ISA16 of an ISA's text (terminator included), without line breaks.
+
+    Files wrapped at 80 columns break lines inside the ISA; a line break is never part of an
+    ISA value, so it is dropped instead of ending up in a sender id, a date or ISA13 (and
+    from there in a TA1). ISA16 is left alone: it is the component separator itself.
+    """
+    elements = isa_text[:-1].split(delims.element)
+    return [e.replace("\r", "").replace("\n", "") for e in elements[:-1]] + elements[-1:]
+
+
 def _nth(text: str, char: str, start: int, n: int) -> int:
     """Index of the n-th ``char`` from ``start`` (-1 if there are fewer), bounded to an ISA's reach."""
     index = start
@@ -132,21 +162,56 @@ def tokenize(raw: bytes) -> tuple[list[Interchange], str]:
 
     Only the structure is checked here (ISA first, every ST closed by SE, every GS by GE,
     every ISA by IEA, nothing outside an envelope); counts and control numbers are checked
-    by ``check``.
+    by ``check``. ``ParseError`` for the first interchange that does not tokenize.
     """
-    text, encoding = decode(raw)
+    found, encoding = scan(raw)
     interchanges: list[Interchange] = []
+    for item in found:
+        if isinstance(item, Damaged):
+            raise item.error
+        interchanges.append(item)
+    return interchanges, encoding
+
+
+def scan(raw: bytes) -> tuple[list[Interchange | Damaged], str]:
+    """Like ``tokenize``, but an interchange that does not tokenize is returned as ``Damaged``
+    and reading goes on at the next ISA. ``ParseError`` only for an empty payload."""
+    text, encoding = decode(raw)
+    found: list[Interchange | Damaged] = []
     pos, number = 0, 0
     while True:
-        while pos < len(text) and text[pos] in _GAP:
+        while pos < len(text) and (text[pos] in _GAP or text[pos] in _FILE_PADDING):  # files concatenated
             pos += 1
         if pos >= len(text):
             break
-        interchange, pos, number = _read_interchange(text, pos, number)
-        interchanges.append(interchange)
-    if not interchanges:
+        try:
+            interchange, pos, number = _read_interchange(text, pos, number)
+        except ParseError as exc:
+            end = _next_isa(text, pos)
+            found.append(Damaged(text[pos:end], exc))
+            pos = end
+            continue
+        found.append(interchange)
+    if not found:
         raise ParseError("the payload is empty", "", "TA1:023")
-    return interchanges, encoding
+    return found, encoding
+
+
+def _next_isa(text: str, start: int) -> int:
+    """Where the interchange after the damaged one at ``start`` begins (len(text) if none).
+
+    An ISA counts when it starts a segment: only blanks between it and the segment terminator
+    of the damaged interchange (any punctuation when even its ISA is unreadable).
+    """
+    try:
+        terminator = read_delimiters(text, start)[0].segment
+    except ParseError:
+        terminator = ""
+    for match in _ISA_START.finditer(text, start + 3):
+        before = text[: match.start()].rstrip(_GAP)[-1:]
+        if before and (before == terminator or (not terminator and not before.isalnum())):
+            return match.start()
+    return len(text)
 
 
 def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, int, int]:
@@ -154,7 +219,7 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
     isa_text = text[start:pos]
     line_break = "\r\n" if text.startswith("\r\n", pos) else "\n" if text.startswith("\n", pos) else ""
     number += 1
-    isa = Segment(isa_text[:-1].split(delims.element), number)
+    isa = Segment(isa_elements(isa_text, delims), number)
     interchange = Interchange(delims, isa, isa_text, line_break, warnings=warnings)
     group: Group | None = None
     transaction: Transaction | None = None
@@ -169,8 +234,12 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
         number += 1
         segment = Segment(body.split(delims.element), number)
         pos = len(text) if end < 0 else end + 1
-        _check_id(segment)
         sid = segment.id
+        if not valid_id(sid):
+            if transaction is None:  # in the envelope: the interchange cannot be read on
+                raise ParseError(_BAD_ID, segment.where(), "TA1:024")
+            transaction.segments.append(segment)  # only its transaction set is rejected (AK3 code 1)
+            continue
         if sid == "ISA":
             raise ParseError("an interchange starts before the previous one ends with IEA", segment.where(), "TA1:023")
         if sid == "IEA":
@@ -207,11 +276,12 @@ def _read_interchange(text: str, start: int, number: int) -> tuple[Interchange, 
     raise ParseError("the interchange ends without its trailer (SE, GE or IEA)", f"after segment {number}", code)
 
 
-def _check_id(segment: Segment) -> None:
-    sid = segment.id
-    if not (2 <= len(sid) <= 3 and sid.isascii() and sid.isalnum() and sid[0].isalpha() and sid.isupper()):
-        reason = "invalid segment id (expected 2 or 3 upper-case letters or digits)"
-        raise ParseError(reason, f"segment {segment.number}", "AK3:1")
+_BAD_ID = "invalid segment id (expected 2 or 3 upper-case letters or digits)"
+
+
+def valid_id(sid: str) -> bool:
+    """A syntactically valid segment id: 2 or 3 upper-case letters or digits, a letter first."""
+    return 2 <= len(sid) <= 3 and sid.isascii() and sid.isalnum() and sid[0].isalpha() and sid.isupper()
 
 
 def check(interchanges: list[Interchange]) -> None:
@@ -220,26 +290,113 @@ def check(interchanges: list[Interchange]) -> None:
         check_interchange(interchange)
 
 
-def check_interchange(interchange: Interchange, *, descend: bool = True) -> None:
-    """IEA01/IEA02, then every group (and, when ``descend``, every transaction set)."""
+def check_interchange(interchange: Interchange, *, descend: bool = True, groups: bool = True) -> None:
+    """The ISA values, every GS06, IEA01/IEA02 (the TA1 level), then (``groups``) every group
+    and (``descend``) every transaction set."""
     isa, iea = interchange.isa, interchange.iea
     if len(isa.elements) != ISA_ELEMENTS + 1:
         raise ParseError(f"the ISA segment must have {ISA_ELEMENTS} elements", isa.where(), "TA1:024")
+    check_isa(isa)
+    for group in interchange.groups:
+        check_gs(group)
     assert iea is not None  # tokenize never returns an interchange without its IEA
     _expect(iea, 1, str(len(interchange.groups)), "IEA01 does not match the number of functional groups", "TA1:021")
     _expect(iea, 2, isa.elements[13].strip(), "IEA02 does not match the interchange control number ISA13", "TA1:001")
-    for group in interchange.groups:
+    for group in interchange.groups if groups else ():
         check_group(group, descend=descend)
 
 
+def check_isa(isa: Segment) -> None:
+    """The ISA values a TA1 note code names (X12 I18): ``ParseError`` with ``TA1:nnn``.
+
+    ISA13 numeric (018), ISA12 a known version (017), ISA09 a date YYMMDD (014), ISA10 a
+    time HHMM (015), ISA14 0 or 1 (019), ISA15 I, P or T (020). ISA13 need not have nine
+    digits: unpadded ISAs are accepted with a warning elsewhere.
+    """
+    for index, valid, reason, code in _ISA_CHECKS:
+        if not valid(_element(isa, index)):
+            raise ParseError(reason, f"{isa.where()}, element {index:02d}", f"TA1:{code}")
+
+
+def _isa_version(value: str) -> bool:
+    # 5 digits up to 00999 (versions so far: 00200 .. 00801). Lenient below: real senders write
+    # e.g. 00040 for 00400, and the control segments have kept their layout across versions.
+    return len(value) == 5 and value.isdigit() and 1 <= int(value) <= 999
+
+
+def _yymmdd(value: str) -> bool:
+    if len(value) != 6 or not value.isdigit():
+        return False
+    try:
+        date(2000 + int(value[:2]), int(value[2:4]), int(value[4:]))
+    except ValueError:
+        return False
+    return True
+
+
+def _hhmm(value: str) -> bool:
+    return len(value) == 4 and value.isdigit() and int(value[:2]) < 24 and int(value[2:]) < 60
+
+
+_ISA_CHECKS = (
+    (13, str.isdigit, "ISA13 (interchange control number) is not numeric", "018"),
+    (12, _isa_version, "ISA12 (interchange control version) is not a known version", "017"),
+    (9, _yymmdd, "ISA09 (interchange date) is not a valid date YYMMDD", "014"),
+    (10, _hhmm, "ISA10 (interchange time) is not a valid time HHMM", "015"),
+    (14, lambda v: v in ("0", "1"), "ISA14 (acknowledgment requested) is not 0 or 1", "019"),
+    (15, lambda v: v in ("I", "P", "T"), "ISA15 (usage indicator) is not I, P or T", "020"),
+)
+
+
+def check_gs(group: Group) -> None:
+    """GS06, which every answer to the group needs.
+
+    Without a numeric GS06 no 997/999 can name the group (AK102 is mandatory and numeric):
+    the interchange is refused with TA1 024 (invalid interchange content: invalid GS).
+    """
+    if not _element(group.gs, 6).isdigit():
+        where = f"{group.gs.where()}, element 06"
+        raise ParseError("GS06 (group control number) is missing or not numeric", where, "TA1:024")
+
+
 def check_group(group: Group, *, descend: bool = True) -> None:
-    """GE01/GE02, then (when ``descend``) every transaction set."""
+    """GS08, GE01/GE02, then (when ``descend``) every transaction set.
+
+    An empty GS08 leaves the group's version unknown: the group is rejected (AK905 2).
+    """
+    if not _element(group.gs, 8):
+        raise ParseError("GS08 (version) is missing", f"{group.gs.where()}, element 08", "AK9:2")
     ge = group.ge
     assert ge is not None
     _expect(ge, 1, str(len(group.transactions)), "GE01 does not match the number of transaction sets", "AK9:5")
     _expect(ge, 2, _element(group.gs, 6), "GE02 does not match the group control number GS06", "AK9:4")
-    for transaction in group.transactions if descend else ():
+    duplicates = duplicate_sets(group) if descend else set()
+    for index, transaction in enumerate(group.transactions if descend else ()):
         check_transaction(transaction)
+        if index in duplicates:
+            st = transaction.segments[0]
+            reason = "ST02 repeats the control number of an earlier transaction set in the group"
+            raise ParseError(reason, f"{st.where()}, element 02", "AK5:23")
+
+
+def duplicate_sets(group: Group) -> set[int]:
+    """Indexes of the transaction sets whose ST02 an earlier set of the group already used.
+
+    ST02 must be unique within its group (AK5/IK5 code 23); the first set with a number keeps
+    it, every later one is the duplicate. Numbers compare as numbers (``1`` and ``0001``).
+    """
+    seen: set[str] = set()
+    duplicates: set[int] = set()
+    for index, transaction in enumerate(group.transactions):
+        control = _control(_element(transaction.segments[0], 2))
+        if control and control in seen:
+            duplicates.add(index)
+        seen.add(control)
+    return duplicates
+
+
+def _control(value: str) -> str:
+    return str(int(value)) if value.isdigit() else value
 
 
 def check_transaction(transaction: Transaction) -> None:
@@ -251,6 +408,9 @@ def check_transaction(transaction: Transaction) -> None:
         raise ParseError("ST02 (transaction set control number) is missing", st.where(), "AK5:7")
     _expect(se, 1, str(len(transaction.segments)), "SE01 does not match the number of segments from ST to SE", "AK5:4")
     _expect(se, 2, _element(st, 2), "SE02 does not match the transaction set control number ST02", "AK5:3")
+    for segment in transaction.segments:
+        if not valid_id(segment.id):  # kept by tokenize so that only this set is rejected
+            raise ParseError(_BAD_ID, segment.where(), "AK5:5")
 
 
 def _element(segment: Segment, index: int) -> str:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from engine.datatypes.x12.schema import ElementSpec, Node, SegmentSpec, TransactionSchema, dictionary, transaction
-from engine.datatypes.x12.tokenizer import Delimiters, Segment
+from engine.datatypes.x12.tokenizer import Delimiters, Segment, valid_id
 
 MAX_ERRORS = 100  # per transaction set: enough to fix a file, bounded for the acknowledgement
 
@@ -100,7 +100,8 @@ class SegmentError:
     elements: list[ElementError] = field(default_factory=list)
 
     def describe(self) -> str:
-        text = f"segment {self.segment_id} at position {self.position} of the transaction set"
+        name = self.segment_id if valid_id(self.segment_id) else "with an invalid id"  # may be data: not quoted
+        text = f"segment {name} at position {self.position} of the transaction set"
         if self.loop_id:
             text += f" (loop {self.loop_id})"
         if self.elements:
@@ -108,9 +109,24 @@ class SegmentError:
         return f"{text}: {SEGMENT_REASONS.get(self.code, 'error')} (code {self.code})"
 
 
+FIVE010 = "005010"
+
+
 def version_of(gs08: str) -> str:
-    """The version/release part of GS08 (``005010X222A1`` -> ``005010``)."""
-    return gs08.strip()[:6]
+    """The version/release part of GS08, normalised to six digits (``005010X222A1`` -> ``005010``).
+
+    Versions are compared as text everywhere (``version >= "005010"``), which is only a numeric
+    comparison when both sides have six digits: senders who write ``4010`` without the leading
+    zeros would otherwise compare above ``005010``. "" when GS08 does not start with digits.
+    """
+    value = gs08.strip()
+    digits = value[: len(value) - len(value.lstrip("0123456789"))]
+    return digits[:6].zfill(6) if digits else ""
+
+
+def is_5010(version: str) -> bool:
+    """Whether a ``version_of`` value is 5010 or later (999, IK codes)."""
+    return version >= FIVE010
 
 
 class _Level:
@@ -137,8 +153,12 @@ def validate_transaction(
         return []
     if schema is None:
         schema = transaction(segments[0].elements[1].strip() if len(segments[0].elements) > 1 else "")
-        if schema is None:
-            return []
+        if schema is None:  # no schema: only what is wrong whatever the set, an invalid segment id
+            return [
+                SegmentError(s.id, position, "1", number=s.number)
+                for position, s in enumerate(segments, 1)
+                if not valid_id(s.id)
+            ][:MAX_ERRORS]
     return _Walker(schema, delimiters, version).run(segments)
 
 
@@ -147,7 +167,8 @@ class _Walker:
         self.schema = schema
         self.delims = delimiters
         self.version = version
-        self.old_dates = bool(version) and version < "004010"  # DT was YYMMDD before 4010
+        # DT was YYMMDD before 4010; both sides have six digits (version_of), so text compares as numbers.
+        self.old_dates = bool(version) and version < "004010"
         self.errors: list[SegmentError] = []
         self.hl_ids: set[str] = set()
 
