@@ -354,6 +354,23 @@ def test_rejected_order_with_an_accepted_line_fails() -> None:
     assert caught.value.rule == "rejection-has-no-lines"
 
 
+@pytest.mark.parametrize(
+    ("code", "bucket"),
+    [("AT", "accepted"), ("AK", "accepted"), ("AE", "accepted_with_changes"), ("AH", "on_hold"), ("NA", "other")],
+)
+def test_every_x12_acknowledgement_type_maps_as_sent(code: str, bucket: str) -> None:
+    raw = interchange("ST*855*0001", f"BAK*00*{code}*PO-9*20260301", "PO1*1*5*CA*9**VC*A-1", "ACK*IA*5*CA", group="PR")
+    ack = one("855", raw)
+    assert (ack.status, ack.status.bucket) == (code, bucket)
+
+
+def test_any_rejection_type_with_an_accepted_line_fails() -> None:
+    raw = interchange("ST*855*0001", "BAK*00*RN*PO-9*20260301", "PO1*1*5*CA*9**VC*A-1", "ACK*IA*5*CA", group="PR")
+    with pytest.raises(MappingError) as caught:
+        run("855", raw)
+    assert caught.value.rule == "rejection-has-no-lines"
+
+
 # -- 856 ---------------------------------------------------------------------------------------
 
 
