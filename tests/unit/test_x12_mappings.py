@@ -289,6 +289,45 @@ def test_order_without_parties_reads_them_from_the_envelope() -> None:
     assert order.order_type == "stock" and order.lines[0].unit_price == Decimal("3.50")
 
 
+def ids(item: Any) -> list[tuple[str, str, str | None]]:
+    return [(i.type.value, i.value, i.qualifier) for i in item.identifiers]
+
+
+# Product id pairs 1 and 3 (pair 2 empty), qualifiers the crosswalk does not know, ten pairs.
+PAIRS = "**VC*CAT-1***IN*H-99*BL*ACME*UI*00312345678906*MG*M-7*UK*10614141000019*SK*S-1*EN*E-1*B6*B-6"
+PAIR_IDS = [
+    ("vendor_part", "CAT-1", None),
+    ("buyer_item", "H-99", None),
+    ("other", "ACME", "BL"),
+    ("other", "00312345678906", "UI"),
+    ("manufacturer_part", "M-7", None),
+    ("gtin", "10614141000019", None),
+    ("vendor_part", "S-1", None),
+    ("upn", "E-1", None),
+    ("other", "B-6", "B6"),
+]
+
+
+def test_order_line_reads_every_product_id_pair_and_keeps_unknown_qualifiers() -> None:
+    raw = interchange("ST*850*0001", "BEG*00*SA*PO-9**20260301", "N1*ST*Dock", f"PO1*1*2*BX*3.50{PAIRS}")
+    assert ids(one("850", raw).lines[0].item) == PAIR_IDS
+
+
+def test_invoice_and_acknowledgement_lines_read_every_product_id_pair() -> None:
+    raw = interchange("ST*810*0001", "BIG*20260301*INV-1", f"IT1*1*2*BX*3.50{PAIRS}", "TDS*700", group="IN")
+    assert ids(one("810", raw).lines[0].item) == PAIR_IDS
+    raw = interchange("ST*855*0001", "BAK*00*AC*PO-9*20260301", f"PO1*1*2*BX*3.50{PAIRS}", "ACK*IA*2*BX", group="PR")
+    assert ids(one("855", raw).lines[0].item) == PAIR_IDS
+
+
+def test_lines_without_po101_are_unnumbered() -> None:
+    # PO101 is optional in X12: the line maps, like an 810 line without IT101.
+    raw = interchange("ST*850*0001", "BEG*00*SA*PO-9**20260301", "N1*ST*Dock", "PO1**2*BX*3.50**VC*A-1")
+    assert [line.line_number for line in one("850", raw).lines] == ["unnumbered"]
+    raw = interchange("ST*855*0001", "BAK*00*AC*PO-9*20260301", "PO1**2*BX*3.50**VC*A-1", "ACK*IA*2*BX", group="PR")
+    assert [line.line_number for line in one("855", raw).lines] == ["unnumbered"]
+
+
 def test_unknown_order_type_warns_and_missing_ship_to_fails() -> None:
     raw = interchange("ST*850*0001", "BEG*00*QQ*PO-9**20260301", "N1*ST*Dock", "PO1*1*2*BX*3.50**VC*A-1")
     assert [w.split(":")[0] for w in run("850", raw).warnings] == ["order-type-known"]
