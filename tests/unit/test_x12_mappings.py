@@ -454,6 +454,67 @@ def test_ship_notice_without_order_level_warns() -> None:
     assert [(o.po_number, len(o.items)) for o in notice.orders] == [("PO-9", 1)]
 
 
+SHIP_HEAD = ("ST*856*0001", "BSN*00*ASN-1*20260301*1200", "HL*1**S", "TD1*CTN*2", "N1*ST*Dock*UL*0614141000043")
+SSCC_1, SSCC_2, SSCC_3 = "006141410000000012", "006141410000000029", "006141410000000036"
+
+
+def shipped(notice: Any) -> list[tuple[str, list[tuple[str | None, list[str | None]]], list[str | None]]]:
+    """Per order: its PO number, its packs (SSCC and item line numbers) and its unpacked items."""
+    return [
+        (
+            order.po_number,
+            [(pack.sscc, [item.line_number for item in pack.items]) for pack in order.packs],
+            [item.line_number for item in order.items],
+        )
+        for order in notice.orders
+    ]
+
+
+def test_ship_notice_hierarchy_follows_the_parent_links() -> None:
+    # S/O/P/I whose order level has REF PO instead of PRF: the pack keeps its item.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "REF*PO*PO-77", "HL*3*2*P", f"MAN*GM*{SSCC_1}", "HL*4*3*I", "LIN*1*VC*A-1",
+        "SN1**5*EA", group="SH",
+    )  # fmt: skip
+    assert shipped(one("856", raw)) == [("PO-77", [(SSCC_1, ["1"])], [])]
+    # S/O/I/P: each item is followed by its carton.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-77", "HL*3*2*I", "LIN*1*VC*A-1", "SN1**5*EA", "HL*4*3*P", f"MAN*GM*{SSCC_1}",
+        "HL*5*2*I", "LIN*2*VC*B-2", "SN1**7*EA", "HL*6*5*P", f"MAN*GM*{SSCC_2}", group="SH",
+    )  # fmt: skip
+    assert shipped(one("856", raw)) == [("PO-77", [(SSCC_1, ["1"]), (SSCC_2, ["2"])], [])]
+    # Two orders, the first packed (S/O/P/I, a second MAN for the carrier), the second not (S/O/I).
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-1", "HL*3*2*P", f"MAN*GM*{SSCC_1}", "MAN*CP*1Z999", "HL*4*3*I",
+        "LIN*1*VC*A-1", "SN1**5*EA", "HL*5*1*O", "PRF*PO-2", "HL*6*5*I", "LIN*1*VC*C-3", "SN1**9*EA", group="SH",
+    )  # fmt: skip
+    assert shipped(one("856", raw)) == [("PO-1", [(SSCC_1, ["1"])], []), ("PO-2", [], ["1"])]
+    # S/O/T/P/I: the carton knows its pallet; an item on the pallet outside a carton is unpacked.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-1", "HL*3*2*T", f"MAN*GM*{SSCC_3}", "HL*4*3*P", f"MAN*GM*{SSCC_1}",
+        "HL*5*4*I", "LIN*1*VC*A-1", "SN1**5*EA", "HL*6*3*I", "LIN*2*VC*B-2", "SN1**1*EA", group="SH",
+    )  # fmt: skip
+    notice = one("856", raw)
+    assert shipped(notice) == [("PO-1", [(SSCC_1, ["1"])], ["2"])]
+    assert notice.orders[0].packs[0].parent_sscc == SSCC_3
+
+
+def test_ship_notice_item_outside_every_order_is_an_exception() -> None:
+    # HL*4 hangs from the shipment level, next to the order: it must not vanish.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-1", "HL*3*2*I", "LIN*1*VC*A-1", "SN1**5*EA", "HL*4*1*I", "LIN*2*VC*B-2",
+        "SN1**2*EA", group="SH",
+    )  # fmt: skip
+    with pytest.raises(MappingError) as caught:
+        run("856", raw)
+    assert caught.value.rule == "every-item-placed"
+    # An order level without any purchase order number fails, naming the field.
+    raw = interchange(*SHIP_HEAD, "HL*2*1*O", "HL*3*2*I", "LIN*1*VC*A-1", "SN1**5*EA", group="SH")
+    with pytest.raises(MappingError) as caught:
+        run("856", raw)
+    assert caught.value.field is not None and caught.value.field.endswith("po_number")
+
+
 def test_item_without_serials_has_none() -> None:
     notice = one("856", sample("856_5010_implant_lot_expiry.edi"))
     assert notice.orders[0].packs[1].items[0].serial_numbers == []
