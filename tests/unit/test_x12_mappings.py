@@ -258,6 +258,30 @@ def test_claim_without_service_lines_has_none() -> None:
     assert [len(claim.service_lines) for claim in remittance.claims] == [0, 1]
 
 
+def test_service_line_dates_as_a_single_date_or_a_period() -> None:
+    raw = interchange(
+        "ST*835*0001",
+        "BPR*I*90.00*C*CHK************20260310",
+        "TRN*1*CHK1003*1512345678",
+        "N1*PR*Example Health Plan",
+        "N1*PE*Example Hospital*XX*1234567893",
+        "CLP*C1*1*180.00*90.00**12*P1",
+        "SVC*HC>99213*80.00*40.00**1",
+        "DTM*472*20260301",
+        "SVC*HC>E0601*100.00*50.00**1",
+        "DTM*150*20260201",
+        "DTM*151*20260228",
+        "CAS*CO*45*50.00",
+        group="HP",
+        version="005010X221A1",
+    )
+    lines = one("835", raw).claims[0].service_lines
+    assert [(str(line.service_date), line.service_to and str(line.service_to)) for line in lines] == [
+        ("2026-03-01", None),
+        ("2026-02-01", "2026-02-28"),
+    ]
+
+
 # -- 850 ---------------------------------------------------------------------------------------
 
 
