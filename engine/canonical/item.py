@@ -54,6 +54,9 @@ class ItemIdentifier(CanonicalModel):
         None, description="Base units in one pack of that level, e.g. 20 (EA in a CA)."
     )
     issuer: str | None = Field(None, description="Who assigned it (vendor name or GLN), for vendor/buyer numbers.")
+    qualifier: str | None = Field(
+        None, description="The source qualifier as received (e.g. X12 235 code BL, UI), kept when the type is other."
+    )
 
 
 class ItemRef(CanonicalModel):

@@ -126,12 +126,50 @@ def _bill_only_gaps(detail: BillOnlyDetail | None) -> list[str]:
 
 
 class AckStatus(CodedEnum):
-    """Acknowledgement of the whole order (X12 BAK02, element 587)."""
+    """Acknowledgement of the whole order (X12 BAK02, element 587), the code as sent.
+
+    Hospital suppliers mostly send AD, AC, RD and RJ; every code of the X12 list is kept
+    as is, and ``bucket`` rolls them up into accepted, accepted_with_changes, on_hold,
+    rejected or other.
+    """
 
     AD = "AD", "Acknowledge - with detail, no change"
     AC = "AC", "Acknowledge - with detail and change"
+    AE = "AE", "Acknowledge - with exception detail only"
+    AH = "AH", "Acknowledge - hold status"
+    AK = "AK", "Acknowledge - no detail or change"
+    AP = "AP", "Acknowledge - product replenishment"
+    AT = "AT", "Accepted"
+    NA = "NA", "No acknowledgment needed"
     RD = "RD", "Reject with detail"
+    RF = "RF", "Reject with exception detail only"
     RJ = "RJ", "Rejected - no detail"
+    RN = "RN", "Rejected - not as agreed"
+    RO = "RO", "Rejected with counter offer"
+    RV = "RV", "Rejected - violates industry practices"
+    ZZ = "ZZ", "Mutually defined"
+
+    @property
+    def bucket(self) -> str:
+        """Roll-up of the header status: accepted, accepted_with_changes, on_hold, rejected or other."""
+        return _ACK_BUCKETS.get(self.value, "other")
+
+
+_ACK_BUCKETS = {
+    "AD": "accepted",
+    "AK": "accepted",
+    "AP": "accepted",
+    "AT": "accepted",
+    "AC": "accepted_with_changes",
+    "AE": "accepted_with_changes",
+    "AH": "on_hold",
+    "RD": "rejected",
+    "RF": "rejected",
+    "RJ": "rejected",
+    "RN": "rejected",
+    "RO": "rejected",
+    "RV": "rejected",
+}
 
 
 class LineStatus(CodedEnum):

@@ -74,7 +74,12 @@ class ServiceLinePayment(CanonicalModel):
     charge_amount: Amount = Field(description="Line charge submitted (SVC02).")
     paid_amount: Amount = Field(description="Line amount paid (SVC03).")
     units: Amount | None = Field(None, description="Units paid (SVC05).")
-    service_date: dt.date | None = Field(None, description="Date of service (DTM 472).")
+    service_date: dt.date | None = Field(
+        None, description="Date of service (DTM 472), or the first date of a service period (DTM 150)."
+    )
+    service_to: dt.date | None = Field(
+        None, description="Last date of a service period (DTM 151); absent for a single date of service."
+    )
     line_control_number: str | None = Field(None, description="Provider's line item control number (REF 6R).")
     adjustments: list[Adjustment] = Field(default_factory=list, description="Line-level adjustments (CAS).")
 

@@ -24,6 +24,7 @@ from engine.mapping.steps import (
     balance_check,
     build_object,
     compile_condition,
+    count_check,
     first_field,
     item_leaf,
     parse_key,
@@ -246,6 +247,9 @@ def _rule(rule: Rule, names: frozenset[str]) -> RulePlan:
         return RulePlan(
             rule.name, rule.message, rule.severity, b.total, when, balance_check(b.total, b.sum, b.minus, b.tolerance)
         )
+    if rule.count is not None:
+        c = rule.count
+        return RulePlan(rule.name, rule.message, rule.severity, c.items[0], when, count_check(c.source, c.items))
     assert rule.check is not None
     for_each = parse_list_key(rule.for_each) if rule.for_each is not None else None
     if for_each is not None and isinstance(for_each[-1], str):
@@ -300,6 +304,15 @@ class Checker:
                 continue
             self._condition(rule.get("when"), ("rules", i, "when"), self.names)
             self._condition(rule.get("check"), ("rules", i, "check"), self.names)
+            count = rule.get("count")
+            if isinstance(count, dict):
+                self._path(count.get("source"), ("rules", i, "count", "source"))
+                for j, items in enumerate(count.get("items") or []):
+                    key = parse_list_key(items) if isinstance(items, str) else None
+                    if key is None or not isinstance(key[0], str) or key[0] not in self.names:
+                        hint = "a produced list such as lines or orders[*].packs[*].items[*]"
+                        loc = ("rules", i, "count", "items", j)
+                        self.doc.error(loc, f'"{items}" is not a list the mapping produces', hint)
         return model
 
     def _source(self, source: Any) -> None:
@@ -384,6 +397,7 @@ class Checker:
                 (*loc, "concat", i),
             )
         self._condition(spec.get("when"), (*loc, "when"), earlier)
+        self._condition(spec.get("where"), (*loc, "where"), frozenset())
         self._lookup(spec.get("lookup"), (*loc, "lookup"))
         uom = spec.get("uom")
         if isinstance(uom, dict):

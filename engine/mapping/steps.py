@@ -125,6 +125,29 @@ def balance_check(total: str, added: list[str], subtracted: list[str], tolerance
     return check
 
 
+def count_check(source: str, items: list[str]) -> Predicate:
+    """A predicate over ``(doc, data)``: the produced list items at ``items`` (``[*]`` reaches
+    every item) are exactly as many as the repeats of ``source`` in the document, so a repeat
+    that the fields could not place is reported instead of lost.
+
+    >>> class Doc:
+    ...     def iterate(self, path): return ["I1", "I2"]
+    >>> check = count_check("HL[HL03=I]", ["orders[*].items[*]", "orders[*].packs[*].items[*]"])
+    >>> check((Doc(), {"orders": [{"items": [1], "packs": [{"items": [2]}]}]}))
+    True
+    >>> check((Doc(), {"orders": [{"items": [1]}]}))
+    False
+    """
+    keys = [parse_list_key(p) for p in items]
+
+    def check(subject: Any) -> bool:
+        doc, data = subject
+        produced = sum(len(items_at(data, key)) for key in keys if key is not None)
+        return produced == len(doc.iterate(source))
+
+    return check
+
+
 # --- conditions ----------------------------------------------------------------------------
 
 
@@ -211,6 +234,10 @@ def _object_reader(spec: FieldSpec, options: Options) -> Reader:
     if spec.for_each is None:
         return lambda doc, run: plan.build(doc, run) or None
     path = spec.for_each
+    if spec.where is not None:
+        # A condition on each repeat: its fields are source paths read in the repeat.
+        keep = compile_condition(spec.where, lambda field: lambda subject: subject[0].get(field))
+        return lambda doc, run: [plan.build(item, run) for item in doc.iterate(path) if keep((item, None))]
     return lambda doc, run: [plan.build(item, run) for item in doc.iterate(path)]
 
 

@@ -137,6 +137,9 @@ class FieldSpec(Strict):
     all: bool = Field(False, description="Read every value at the path (get_all) and produce a list.")
     fields: dict[str, FieldRule] | None = Field(None, description="A nested object, or one per repeat with for_each.")
     for_each: str | None = Field(None, description="Repeat path (e.g. PO1): produce a list, one item per repeat.")
+    where: FilterRule | None = Field(
+        None, description="With for_each: keep only the repeats where this holds (source paths read in the repeat)."
+    )
     when: FilterRule | None = Field(
         None, description="Map the field only when this holds (on the source, or on an earlier field of the object)."
     )
@@ -189,6 +192,8 @@ class FieldSpec(Strict):
             raise ValueError(f"give only one of from, value, concat, fields (found {', '.join(sources)})")
         if self.for_each is not None and self.fields is None:
             raise ValueError("for_each needs fields: the target fields of each item")
+        if self.where is not None and self.for_each is None:
+            raise ValueError("where keeps some repeats of a for_each; give for_each (or use when)")
         if self.fields is not None:
             self._check_object()
         if self.all and self.from_ is None:
@@ -202,7 +207,7 @@ class FieldSpec(Strict):
         if used:
             names = ", ".join(sorted(FieldSpec.model_fields[k].alias or k for k in used))
             raise ValueError(
-                f"an object field (fields) takes only for_each, when, python, default, required; found {names}"
+                f"an object field (fields) takes only for_each, where, when, python, default, required; found {names}"
             )
 
 
@@ -219,6 +224,13 @@ class Balance(Strict):
     tolerance: Decimal = Field(Decimal(0), ge=0, description="Largest difference still counted as balanced.")
 
 
+class Count(Strict):
+    """A completeness check: the produced ``items`` are as many as the ``source`` repeats."""
+
+    source: str = Field(min_length=1, description="A repeat path of the source, e.g. HL[HL03=I].")
+    items: list[str] = Field(min_length=1, description="Produced lists counted together; [*] for every list item.")
+
+
 class Rule(Strict):
     """A validation rule over the produced object (or the source), or over each item of a list."""
 
@@ -233,15 +245,16 @@ class Rule(Strict):
         None, description="The condition that must hold; field names a target field or source path."
     )
     balance: Balance | None = Field(None, description="Instead of check: amounts that must add up.")
+    count: Count | None = Field(None, description="Instead of check: every source repeat produced one list item.")
     message: str = Field(min_length=1, description="What is wrong, for the exception queue (no PHI).")
     severity: Literal["error", "warn"] = Field("error", description="error: the message fails; warn: annotate it.")
 
     @model_validator(mode="after")
     def _one_test(self) -> Rule:
-        if (self.check is None) == (self.balance is None):
-            raise ValueError("give a rule exactly one of check or balance")
-        if self.balance is not None and self.for_each is not None:
-            raise ValueError("balance rules read the whole object; for_each applies to check rules")
+        if [self.check, self.balance, self.count].count(None) != 2:
+            raise ValueError("give a rule exactly one of check, balance or count")
+        if (self.balance is not None or self.count is not None) and self.for_each is not None:
+            raise ValueError("balance and count rules read the whole object; for_each applies to check rules")
         return self
 
 

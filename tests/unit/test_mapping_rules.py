@@ -116,4 +116,50 @@ def test_item_rule_list_must_be_produced() -> None:
     )
     with pytest.raises(ConfigError) as twice:
         compile_mapping(textwrap.dedent(both), models={"Order": Order})
-    assert any("exactly one of check or balance" in d.message for d in twice.value.diagnostics)
+    assert any("exactly one of check, balance or count" in d.message for d in twice.value.diagnostics)
+
+
+SHIPMENT = """
+source: json
+target: Order
+fields:
+  number: number
+  total: {value: "0"}
+  lines:
+    for_each: items
+    where: {field: box, exists: false}
+    fields: {item: item, amount: {value: "1"}}
+  packs[0].items:
+    for_each: items
+    where: {all: [{field: box, exists: true}, {field: box, not_in: [LOST]}]}
+    fields: {item: item, amount: {value: "1"}}
+rules:
+  - name: every-item-placed
+    count: {source: items, items: ["lines[*]", "packs[*].items[*]"]}
+    message: an item is neither a line nor in a pack
+"""
+
+
+def shipment(items: list[dict[str, str]]):  # type: ignore[no-untyped-def]
+    mapping = compile_mapping(SHIPMENT, models={"Order": Order}, check_path=Json().check_path)
+    return mapping.run(Json().parse(json.dumps({"number": "S-1", "items": items}).encode()), Tables())
+
+
+def test_where_keeps_some_repeats_and_count_reports_the_others() -> None:
+    result = shipment([{"item": "STENT"}, {"item": "GAUZE", "box": "B1"}, {"item": "SCREW"}])
+    got = result.objects[0]
+    assert isinstance(got, Order)
+    assert [line.item for line in got.lines] == ["STENT", "SCREW"]
+    assert [line.item for line in got.packs[0].items] == ["GAUZE"]
+    with pytest.raises(MappingError) as failed:
+        shipment([{"item": "STENT"}, {"item": "GAUZE", "box": "LOST"}])  # kept by neither where
+    assert (failed.value.rule, failed.value.field) == ("every-item-placed", "lines[*]")
+
+
+def test_where_needs_for_each_and_count_needs_produced_lists() -> None:
+    with pytest.raises(ConfigError) as failed:
+        compile_mapping(SHIPMENT.replace("    for_each: items\n    where", "    where", 1), models={"Order": Order})
+    assert any("where keeps some repeats of a for_each" in d.message for d in failed.value.diagnostics)
+    with pytest.raises(ConfigError) as failed:
+        compile_mapping(SHIPMENT.replace('"lines[*]"', '"lanes[*]"'), models={"Order": Order})
+    assert any("lanes" in d.message and "count" in d.path for d in failed.value.diagnostics)

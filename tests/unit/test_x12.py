@@ -161,6 +161,32 @@ def test_856_hl_loops() -> None:
     assert doc.get("HL[HL03=S]/LIN03") is None  # loops stop at the next HL
 
 
+def test_856_hl_views_follow_the_parent_links() -> None:
+    # S/O/I/P with two orders: HL paths in an HL view reach the levels above and below it.
+    body = [
+        "BSN*00*ASN-1*20260301*1200", "DTM*011*20260301", "HL*1**S", "TD1*CTN*2",
+        "HL*2*1*O", "PRF*PO-1", "HL*3*2*I", "LIN*1*VC*A-1", "HL*4*3*P", "MAN*GM*C-1",
+        "HL*5*1*O", "PRF*PO-2", "HL*6*5*I", "LIN*1*VC*B-2", "REF*LT*L-2", "HL*7*5*I", "LIN*2*VC*C-3",
+    ]  # fmt: skip
+    raw = "~".join([
+        f"ISA*00*{'':10}*00*{'':10}*ZZ*{'S':<15}*ZZ*{'R':<15}*260301*1200*U*00401*000000001*0*T*>",
+        "GS*SH*S*R*20260301*1200*1*X*004010", "ST*856*0001", *body, f"SE*{len(body) + 2}*0001", "GE*1*1",
+        "IEA*1*000000001",
+    ]) + "~"  # fmt: skip
+    doc = X.parse(raw.encode())
+    orders = doc.iterate("HL[HL03=O]")
+    assert [[i.get("LIN03") for i in o.iterate("HL[HL03=I]")] for o in orders] == [["A-1"], ["B-2", "C-3"]]
+    assert [[p.get("MAN02") for p in o.iterate("HL[HL03=P]")] for o in orders] == [["C-1"], []]
+    (pack,) = orders[0].iterate("HL[HL03=P]")
+    assert [i.get("LIN03") for i in pack.iterate("HL[HL03=I]")] == ["A-1"]  # the item above the pack
+    assert pack.get("HL[HL03=O]/PRF01") == "PO-1" and pack.get("HL[HL03=I]/HL01") == "3"
+    first, second = orders[1].iterate("HL[HL03=I]")
+    assert (first.get("REF02"), second.get("REF02")) == ("L-2", None)  # never a sibling's lot
+    assert second.get("HL[HL03=P]/HL01") is None and second.get("DTM02") == "20260301"  # the heading is read
+    assert second.get("HL[HL03=S]/TD102") == "2" and second.get("PRF01") is None  # no inheritance from levels
+    assert doc.get("HL[HL03=S]/LIN03") is None  # outside an HL view, loops stay flat
+
+
 def test_810_crlf_and_header() -> None:
     raw = sample("810_4010_invoice.edi")
     assert b"~\r\n" in raw

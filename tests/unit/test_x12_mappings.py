@@ -258,6 +258,30 @@ def test_claim_without_service_lines_has_none() -> None:
     assert [len(claim.service_lines) for claim in remittance.claims] == [0, 1]
 
 
+def test_service_line_dates_as_a_single_date_or_a_period() -> None:
+    raw = interchange(
+        "ST*835*0001",
+        "BPR*I*90.00*C*CHK************20260310",
+        "TRN*1*CHK1003*1512345678",
+        "N1*PR*Example Health Plan",
+        "N1*PE*Example Hospital*XX*1234567893",
+        "CLP*C1*1*180.00*90.00**12*P1",
+        "SVC*HC>99213*80.00*40.00**1",
+        "DTM*472*20260301",
+        "SVC*HC>E0601*100.00*50.00**1",
+        "DTM*150*20260201",
+        "DTM*151*20260228",
+        "CAS*CO*45*50.00",
+        group="HP",
+        version="005010X221A1",
+    )
+    lines = one("835", raw).claims[0].service_lines
+    assert [(str(line.service_date), line.service_to and str(line.service_to)) for line in lines] == [
+        ("2026-03-01", None),
+        ("2026-02-01", "2026-02-28"),
+    ]
+
+
 # -- 850 ---------------------------------------------------------------------------------------
 
 
@@ -287,6 +311,45 @@ def test_order_without_parties_reads_them_from_the_envelope() -> None:
     order = one("850", raw)
     assert (order.buyer.ids[0].value, order.supplier.ids[0].value) == ("HOSPITAL", "SUPPLIER")
     assert order.order_type == "stock" and order.lines[0].unit_price == Decimal("3.50")
+
+
+def ids(item: Any) -> list[tuple[str, str, str | None]]:
+    return [(i.type.value, i.value, i.qualifier) for i in item.identifiers]
+
+
+# Product id pairs 1 and 3 (pair 2 empty), qualifiers the crosswalk does not know, ten pairs.
+PAIRS = "**VC*CAT-1***IN*H-99*BL*ACME*UI*00312345678906*MG*M-7*UK*10614141000019*SK*S-1*EN*E-1*B6*B-6"
+PAIR_IDS = [
+    ("vendor_part", "CAT-1", None),
+    ("buyer_item", "H-99", None),
+    ("other", "ACME", "BL"),
+    ("other", "00312345678906", "UI"),
+    ("manufacturer_part", "M-7", None),
+    ("gtin", "10614141000019", None),
+    ("vendor_part", "S-1", None),
+    ("upn", "E-1", None),
+    ("other", "B-6", "B6"),
+]
+
+
+def test_order_line_reads_every_product_id_pair_and_keeps_unknown_qualifiers() -> None:
+    raw = interchange("ST*850*0001", "BEG*00*SA*PO-9**20260301", "N1*ST*Dock", f"PO1*1*2*BX*3.50{PAIRS}")
+    assert ids(one("850", raw).lines[0].item) == PAIR_IDS
+
+
+def test_invoice_and_acknowledgement_lines_read_every_product_id_pair() -> None:
+    raw = interchange("ST*810*0001", "BIG*20260301*INV-1", f"IT1*1*2*BX*3.50{PAIRS}", "TDS*700", group="IN")
+    assert ids(one("810", raw).lines[0].item) == PAIR_IDS
+    raw = interchange("ST*855*0001", "BAK*00*AC*PO-9*20260301", f"PO1*1*2*BX*3.50{PAIRS}", "ACK*IA*2*BX", group="PR")
+    assert ids(one("855", raw).lines[0].item) == PAIR_IDS
+
+
+def test_lines_without_po101_are_unnumbered() -> None:
+    # PO101 is optional in X12: the line maps, like an 810 line without IT101.
+    raw = interchange("ST*850*0001", "BEG*00*SA*PO-9**20260301", "N1*ST*Dock", "PO1**2*BX*3.50**VC*A-1")
+    assert [line.line_number for line in one("850", raw).lines] == ["unnumbered"]
+    raw = interchange("ST*855*0001", "BAK*00*AC*PO-9*20260301", "PO1**2*BX*3.50**VC*A-1", "ACK*IA*2*BX", group="PR")
+    assert [line.line_number for line in one("855", raw).lines] == ["unnumbered"]
 
 
 def test_unknown_order_type_warns_and_missing_ship_to_fails() -> None:
@@ -354,6 +417,23 @@ def test_rejected_order_with_an_accepted_line_fails() -> None:
     assert caught.value.rule == "rejection-has-no-lines"
 
 
+@pytest.mark.parametrize(
+    ("code", "bucket"),
+    [("AT", "accepted"), ("AK", "accepted"), ("AE", "accepted_with_changes"), ("AH", "on_hold"), ("NA", "other")],
+)
+def test_every_x12_acknowledgement_type_maps_as_sent(code: str, bucket: str) -> None:
+    raw = interchange("ST*855*0001", f"BAK*00*{code}*PO-9*20260301", "PO1*1*5*CA*9**VC*A-1", "ACK*IA*5*CA", group="PR")
+    ack = one("855", raw)
+    assert (ack.status, ack.status.bucket) == (code, bucket)
+
+
+def test_any_rejection_type_with_an_accepted_line_fails() -> None:
+    raw = interchange("ST*855*0001", "BAK*00*RN*PO-9*20260301", "PO1*1*5*CA*9**VC*A-1", "ACK*IA*5*CA", group="PR")
+    with pytest.raises(MappingError) as caught:
+        run("855", raw)
+    assert caught.value.rule == "rejection-has-no-lines"
+
+
 # -- 856 ---------------------------------------------------------------------------------------
 
 
@@ -396,6 +476,67 @@ def test_ship_notice_without_order_level_warns() -> None:
     notice = result.objects[0]
     assert isinstance(notice, ShipNotice)
     assert [(o.po_number, len(o.items)) for o in notice.orders] == [("PO-9", 1)]
+
+
+SHIP_HEAD = ("ST*856*0001", "BSN*00*ASN-1*20260301*1200", "HL*1**S", "TD1*CTN*2", "N1*ST*Dock*UL*0614141000043")
+SSCC_1, SSCC_2, SSCC_3 = "006141410000000012", "006141410000000029", "006141410000000036"
+
+
+def shipped(notice: Any) -> list[tuple[str, list[tuple[str | None, list[str | None]]], list[str | None]]]:
+    """Per order: its PO number, its packs (SSCC and item line numbers) and its unpacked items."""
+    return [
+        (
+            order.po_number,
+            [(pack.sscc, [item.line_number for item in pack.items]) for pack in order.packs],
+            [item.line_number for item in order.items],
+        )
+        for order in notice.orders
+    ]
+
+
+def test_ship_notice_hierarchy_follows_the_parent_links() -> None:
+    # S/O/P/I whose order level has REF PO instead of PRF: the pack keeps its item.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "REF*PO*PO-77", "HL*3*2*P", f"MAN*GM*{SSCC_1}", "HL*4*3*I", "LIN*1*VC*A-1",
+        "SN1**5*EA", group="SH",
+    )  # fmt: skip
+    assert shipped(one("856", raw)) == [("PO-77", [(SSCC_1, ["1"])], [])]
+    # S/O/I/P: each item is followed by its carton.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-77", "HL*3*2*I", "LIN*1*VC*A-1", "SN1**5*EA", "HL*4*3*P", f"MAN*GM*{SSCC_1}",
+        "HL*5*2*I", "LIN*2*VC*B-2", "SN1**7*EA", "HL*6*5*P", f"MAN*GM*{SSCC_2}", group="SH",
+    )  # fmt: skip
+    assert shipped(one("856", raw)) == [("PO-77", [(SSCC_1, ["1"]), (SSCC_2, ["2"])], [])]
+    # Two orders, the first packed (S/O/P/I, a second MAN for the carrier), the second not (S/O/I).
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-1", "HL*3*2*P", f"MAN*GM*{SSCC_1}", "MAN*CP*1Z999", "HL*4*3*I",
+        "LIN*1*VC*A-1", "SN1**5*EA", "HL*5*1*O", "PRF*PO-2", "HL*6*5*I", "LIN*1*VC*C-3", "SN1**9*EA", group="SH",
+    )  # fmt: skip
+    assert shipped(one("856", raw)) == [("PO-1", [(SSCC_1, ["1"])], []), ("PO-2", [], ["1"])]
+    # S/O/T/P/I: the carton knows its pallet; an item on the pallet outside a carton is unpacked.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-1", "HL*3*2*T", f"MAN*GM*{SSCC_3}", "HL*4*3*P", f"MAN*GM*{SSCC_1}",
+        "HL*5*4*I", "LIN*1*VC*A-1", "SN1**5*EA", "HL*6*3*I", "LIN*2*VC*B-2", "SN1**1*EA", group="SH",
+    )  # fmt: skip
+    notice = one("856", raw)
+    assert shipped(notice) == [("PO-1", [(SSCC_1, ["1"])], ["2"])]
+    assert notice.orders[0].packs[0].parent_sscc == SSCC_3
+
+
+def test_ship_notice_item_outside_every_order_is_an_exception() -> None:
+    # HL*4 hangs from the shipment level, next to the order: it must not vanish.
+    raw = interchange(
+        *SHIP_HEAD, "HL*2*1*O", "PRF*PO-1", "HL*3*2*I", "LIN*1*VC*A-1", "SN1**5*EA", "HL*4*1*I", "LIN*2*VC*B-2",
+        "SN1**2*EA", group="SH",
+    )  # fmt: skip
+    with pytest.raises(MappingError) as caught:
+        run("856", raw)
+    assert caught.value.rule == "every-item-placed"
+    # An order level without any purchase order number fails, naming the field.
+    raw = interchange(*SHIP_HEAD, "HL*2*1*O", "HL*3*2*I", "LIN*1*VC*A-1", "SN1**5*EA", group="SH")
+    with pytest.raises(MappingError) as caught:
+        run("856", raw)
+    assert caught.value.field is not None and caught.value.field.endswith("po_number")
 
 
 def test_item_without_serials_has_none() -> None:

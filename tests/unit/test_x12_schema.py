@@ -217,6 +217,33 @@ def test_versions_gate_elements_and_date_width() -> None:
     assert codes(errors_of(interchange(short_date))) == [("BEG", 2, "8", [(5, 0, "8")])]
 
 
+def test_5010_n9_loops_carry_mtx_and_4010_keeps_msg() -> None:
+    # 005010 replaced MSG with MTX in the N9 loops of the 850, 855 and 810.
+    po_note = [*PO_BODY[:2], "N9*L1*NOTES", "MTX**Deliver to dock 4", *PO_BODY[2:]]
+    assert errors_of(interchange(po_note, version="005010")) == []
+    assert codes(errors_of(interchange(po_note))) == [("MTX", 5, "2", [])]  # not in 4010
+    with_msg = [*PO_BODY[:2], "N9*L1*NOTES", "MSG*Deliver to dock 4", *PO_BODY[2:]]
+    assert errors_of(interchange(with_msg)) == []
+    line_note = [*PO_BODY[:7], "N9*L1*LINE NOTE", "MTX**Sterile", *PO_BODY[7:]]
+    assert errors_of(interchange(line_note, version="005010")) == []
+    ack = ["BAK*00*AC*PO-1*20260115", "N9*L1*NOTES", "MTX**Partial", "PO1*1*3*EA*4.50**VC*ABC", "ACK*IA*3*EA"]
+    assert errors_of(interchange([*ack, "CTT*1"], "855", "005010")) == []
+    invoice = ["BIG*20260115*INV-1*20260110*PO-1", "N9*L1*NOTES", "{}", "IT1*1*2*EA*10**VC*ABC", "TDS*2000"]
+    assert errors_of(interchange([x.format("MTX**Thank you") for x in invoice], "810", "005010")) == []
+    assert errors_of(interchange([x.format("MSG*Thank you") for x in invoice], "810")) == []
+    no_text = [x for x in invoice if x != "{}"]
+    assert [(e.segment_id, e.code) for e in errors_of(interchange(no_text, "810"))] == [("MSG", "3")]  # 4010
+
+
+def test_855_ack_precedes_the_schedule_loop() -> None:
+    # ACK (position 270) comes before the SCH loop; an ACK sent after its SCH is still accepted.
+    head = ["BAK*00*AC*PO-1*20260115", "PO1*1*3*EA*4.50**VC*ABC"]
+    standard = [*head, "ACK*IA*3*EA", "SCH*3*EA***002*20260120", "CTT*1"]
+    assert errors_of(interchange(standard, "855")) == []
+    assert errors_of(interchange(standard, "855", "005010")) == []
+    assert errors_of(interchange([*head, "SCH*3*EA***002*20260120", "ACK*IA*3*EA", "CTT*1"], "855")) == []
+
+
 def test_856_hierarchy_levels_and_parents() -> None:
     raw = (SAMPLES / "856_4010_ship_notice.edi").read_text()
     assert errors_of(raw.replace("HL*4*3*I", "HL*4*3*X").encode())[0].elements[0].code == "7"

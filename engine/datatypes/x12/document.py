@@ -31,8 +31,9 @@ SEG, SEGnn, SEGnn-c, with steps joined by / (elements numbered from 01 as in X12
   HL[HL03=I]            item-level HL loops, e.g. for iterate
 A step followed by / opens the loop of each selected segment: the segment and those after
 it up to the next segment with the same id, CTT or SE. iterate("PO1") gives one view per
-PO1 loop; paths in a view read the loop first, then the whole document. A repeated element
-(5010 repetition separator) gives one value per repetition."""
+PO1 loop; paths in a view read the loop first, then the whole document. In the view of an
+HL loop, HL steps follow the HL01/HL02 tree: HL[HL03=I] in an order view gives its items at
+any depth. A repeated element (5010 repetition separator) gives one value per repetition."""
 
 # A segment id is 2-3 characters and an element number exactly 2 digits, so "PO107" is
 # PO1 element 07 and "N104" is N1 element 04 (the lazy id makes the regex try short ids first).
@@ -102,7 +103,7 @@ Entry = tuple[Segment, Delimiters]
 class X12Document:
     """A parsed X12 payload or one loop of it (Document protocol)."""
 
-    __slots__ = ("entries", "interchanges", "parent", "warnings")
+    __slots__ = ("entries", "interchanges", "node", "parent", "tree", "warnings")
 
     def __init__(
         self,
@@ -114,6 +115,8 @@ class X12Document:
     ) -> None:
         self.entries = entries
         self.parent = parent
+        self.tree: _HLTree | None = None  # set on the view of one HL loop (see _HLTree)
+        self.node = -1  # that loop's index in the tree
         self.warnings: list[str] = warnings if warnings is not None else (parent.warnings if parent else [])
         self.interchanges: list[Interchange] = (
             interchanges if interchanges is not None else (parent.interchanges if parent else [])
@@ -141,7 +144,17 @@ class X12Document:
 
     def _values(self, path: str) -> list[str] | None:
         """Values at ``path``; None when no segment matched (then the parent is asked)."""
-        found = _evaluate(self.entries, parse_path(path))
+        steps = parse_path(path)
+        if self.tree is not None and len(steps) > 1 and _navigates(steps[0]):
+            # HL[HL03=P]/HL01 in the view of an HL loop: the related levels only, never a sibling's.
+            hops = 1
+            while hops < len(steps) - 1 and _navigates(steps[hops]):
+                hops += 1
+            found = []
+            for node in self.tree.select(self.node, steps[:hops]):
+                found.extend(_evaluate(self.tree.loops[node], steps[hops:]) or ())
+            return found
+        found = _evaluate(self.entries, steps)
         if found is None and self.parent is not None:
             return self.parent._values(path)
         return found
@@ -159,6 +172,9 @@ class X12Document:
         steps = parse_path(path)
         if steps[-1].element:
             raise ValueError(f"cannot iterate {path!r}: name a segment (PO1, HL[HL03=I]), not an element")
+        if all(_navigates(step) for step in steps):
+            tree = self.tree if self.tree is not None else _HLTree(self)
+            return [tree.view(node) for node in tree.select(self.node, steps)]
         scopes = _scopes(self.entries, steps)
         if not scopes:
             return []  # no such loop here: never the loops of a sibling (another line's lots)
@@ -176,6 +192,97 @@ class X12Document:
     def to_data(self) -> Any:
         """The segments as lists of element texts (``[id, el01, el02, ...]``) and the warnings."""
         return {"segments": [list(segment.elements) for segment, _ in self.entries], "warnings": list(self.warnings)}
+
+
+def _navigates(step: Step) -> bool:
+    """An HL step that selects levels of the hierarchy (not an element of the HL segment)."""
+    return step.segment == "HL" and not step.element
+
+
+class _HLTree:
+    """The HL hierarchy of a document, built from the HL01/HL02 parent links.
+
+    ``iterate("HL[HL03=O]")`` on a document gives one view per HL loop (the HL segment and the
+    segments up to the next HL); in such a view an HL step selects the levels *related* to
+    it, its ancestors and descendants at any depth (``HL[HL03=I]`` in an order view: the items
+    of that order, under packs or not; in a pack view: the items in the pack, or the item the
+    pack belongs to in an S/O/I/P notice), never a sibling's. A view reads its own loop first
+    and then what lies outside every HL loop (the heading, the summary), never another level.
+    HL01 values are unique per transaction set; an HL02 that names no earlier HL01 of its
+    transaction set (schema validation rejects it) makes the level a root.
+    """
+
+    __slots__ = ("base", "children", "loops", "parents", "views")
+
+    def __init__(self, doc: X12Document) -> None:
+        entries = doc.entries
+        self.loops: list[list[Entry]] = []
+        self.parents: list[int] = []
+        ids: dict[str, int] = {}
+        for index, (segment, _) in enumerate(entries):
+            if segment.id == "ST":
+                ids = {}  # HL01 is unique within one transaction set only
+            elif segment.id == "HL":
+                loop = _loops(entries[index:], Step("HL"))[0]
+                values = segment.elements
+                parent = values[2] if len(values) > 2 else ""
+                self.parents.append(ids.get(parent, -1) if parent else -1)
+                if len(values) > 1 and values[1]:
+                    ids[values[1]] = len(self.loops)
+                self.loops.append(loop)
+        self.children: list[list[int]] = [[] for _ in self.loops]
+        for node, parent in enumerate(self.parents):
+            if parent >= 0:
+                self.children[parent].append(node)
+        covered = {id(entry) for loop in self.loops for entry in loop}
+        self.base = X12Document(
+            [entry for entry in entries if id(entry) not in covered],
+            doc.parent,
+            warnings=doc.warnings,
+            interchanges=doc.interchanges,
+        )
+        self.views: dict[int, X12Document] = {}
+
+    def related(self, node: int) -> list[int]:
+        """The ancestors and descendants of ``node``, in document order."""
+        found = []
+        parent = self.parents[node]
+        while parent >= 0:
+            found.append(parent)
+            parent = self.parents[parent]
+        stack = list(self.children[node])
+        while stack:
+            child = stack.pop()
+            found.append(child)
+            stack.extend(self.children[child])
+        return sorted(found)
+
+    def select(self, start: int, steps: tuple[Step, ...]) -> list[int]:
+        """The levels reached by HL ``steps`` from ``start`` (-1: the whole document)."""
+        current = [start]
+        for step in steps:
+            seen: set[int] = set()
+            found = []
+            for node in current:
+                for candidate in self.related(node) if node >= 0 else range(len(self.loops)):
+                    if candidate not in seen:
+                        seen.add(candidate)
+                        found.append(candidate)
+            found.sort()
+            if step.qualifier is not None:
+                found = [n for n in found if _qualifies(self.loops[n], step.qualifier)]
+            if step.occurrence:
+                found = found[step.occurrence - 1 : step.occurrence]
+            current = found
+        return current
+
+    def view(self, node: int) -> X12Document:
+        found = self.views.get(node)
+        if found is None:
+            found = X12Document(self.loops[node], self.base)
+            found.tree, found.node = self, node
+            self.views[node] = found
+        return found
 
 
 def _scopes(entries: list[Entry], steps: tuple[Step, ...]) -> list[list[Entry]]:

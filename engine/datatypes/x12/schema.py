@@ -8,7 +8,8 @@ Two kinds of file live in ``schemas/``:
   all, ``L010203`` if first then at least one other);
 * one file per transaction set (``850.yaml`` ...): the segments in order with usage
   (``M`` mandatory, ``O`` optional) and maximum use, nested loops (id, maximum repeat,
-  body whose first entry is the trigger segment) and transaction-specific code lists; or,
+  body whose first entry is the trigger segment; a slot marked ``since=005010`` exists from that
+version on, one marked ``until=005010`` only before it) and transaction-specific code lists; or,
   for the HIPAA sets validated in depth by pyx12, only the list of allowed segment ids.
 
 An element is written ``"USAGE TYPE MIN/MAX Name"`` (``"M ID 2/2 Purpose Code"``); a token
@@ -78,6 +79,7 @@ class Node:
     max_use: int
     body: tuple[Node, ...] = ()  # loops only; body[0] is the trigger segment
     since: str = ""
+    until: str = ""  # the first version that no longer has this slot (e.g. MSG in a 5010 N9 loop)
 
     @property
     def is_loop(self) -> bool:
@@ -184,10 +186,13 @@ def dictionary() -> dict[str, SegmentSpec]:
 def _node(item: Any, where: str, known: dict[str, SegmentSpec], ids: set[str]) -> Node:
     if isinstance(item, str):
         words = item.split()
-        since = ""
+        since = until = ""
         for word in list(words):
             if word.startswith("since="):
                 since = word.removeprefix("since=")
+                words.remove(word)
+            elif word.startswith("until="):
+                until = word.removeprefix("until=")
                 words.remove(word)
         if len(words) != 3 or words[1] not in ("M", "O"):
             raise SchemaError(f"{where}: expected 'SEG USAGE MAXUSE' (e.g. 'REF O >1'), got {item!r}")
@@ -195,7 +200,7 @@ def _node(item: Any, where: str, known: dict[str, SegmentSpec], ids: set[str]) -
         if sid not in known:
             raise SchemaError(f"{where}: segment {sid} is not in segments.yaml")
         ids.add(sid)
-        return Node(sid, usage, UNBOUNDED if use == ">1" else int(use), since=since)
+        return Node(sid, usage, UNBOUNDED if use == ">1" else int(use), since=since, until=until)
     if not isinstance(item, dict) or set(item) - {"loop", "usage", "repeat", "body", "since"}:
         raise SchemaError(f"{where}: a loop is a mapping with loop, usage, repeat and body")
     body = tuple(_node(x, f"{where} loop {item.get('loop')}", known, ids) for x in item.get("body") or [])

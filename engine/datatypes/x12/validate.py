@@ -60,7 +60,7 @@ _SPECS: dict[tuple[str, str], SegmentSpec | None] = {}
 def _body(nodes: tuple[Node, ...], key: int, version: str) -> tuple[tuple[Node, ...], tuple[str, ...]]:
     found = _BODIES.get((key, version))
     if found is None:
-        kept = tuple(n for n in nodes if not n.since or version >= n.since)
+        kept = tuple(n for n in nodes if (not n.since or version >= n.since) and (not n.until or version < n.until))
         found = _BODIES[(key, version)] = (kept, tuple(n.trigger for n in kept))
     return found
 
