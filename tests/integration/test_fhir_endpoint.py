@@ -162,7 +162,7 @@ def test_batch_answers_per_entry(engine: EngineThread) -> None:
         assert detail.summary.source["bundle"] == "batch"
 
 
-def test_transaction_is_all_or_nothing_and_one_message(engine: EngineThread) -> None:
+def test_transaction_is_all_or_nothing_and_one_message_per_entry(engine: EngineThread) -> None:
     base = base_url(engine, "supply")
     charge = {
         "resourceType": "ChargeItem",
@@ -190,12 +190,28 @@ def test_transaction_is_all_or_nothing_and_one_message(engine: EngineThread) -> 
     assert [e["response"]["status"] for e in result["entry"]] == ["201 Created", "201 Created"]
     locations = [e["response"]["location"] for e in result["entry"]]
     assert locations[0].startswith("SupplyDelivery/") and locations[1].startswith("ChargeItem/")
-    detail = stored(engine, answer.headers["X-Junction-Message-Id"])
-    assert json.loads(detail.contents[(0, "raw")]) == good  # the whole Bundle, one message
+    ids = [location.split("/")[1] for location in locations]
+    assert ids[0] != ids[1] and answer.headers["X-Junction-Message-Id"] == ids[0]
+    for index, (message_id, resource) in enumerate(zip(ids, (DELIVERY, charge), strict=True)):
+        detail = stored(engine, message_id)
+        assert json.loads(detail.contents[(0, "raw")]) == resource  # each entry its own message
+        assert detail.summary.source["bundle"] == "transaction" and detail.summary.source["entry"] == index
+        assert detail.summary.correlation_id == ids[0]  # one correlation id for the transaction
+    again = post(base, good)  # a retry (e.g. after a time-out) stores nothing twice
+    assert again.status == 200 and [e["response"]["location"] for e in again.json()["entry"]] == locations
     invalid_inside = copy.deepcopy(good)
-    invalid_inside["entry"][0]["resource"] = BAD_DELIVERY
+    invalid_inside["entry"][1]["resource"] = {**BAD_DELIVERY, "status": "billable"} | {"resourceType": "SupplyDelivery"}
+    invalid_inside["entry"][1]["request"]["url"] = "SupplyDelivery"
+    counts = engine.run(engine.engine.store.counters("supply"))
     rejected = post(base, invalid_inside)
-    assert rejected.status == 422 and expressions(rejected.json())
+    assert rejected.status == 422, rejected.body
+    assert set(expressions(rejected.json())) == {
+        "Bundle.entry[1].resource.status",
+        "Bundle.entry[1].resource.suppliedItem.quantity.value",
+    }
+    after = engine.run(engine.engine.store.counters("supply"))
+    assert after.get("ERROR", 0) == counts.get("ERROR", 0) + 1  # the request, stored as refused
+    assert sum(after.values()) == sum(counts.values()) + 1  # and not its valid first entry
     other = post(base, {"resourceType": "Bundle", "type": "collection", "entry": []})
     assert other.status == 400 and expressions(other.json()) == ["Bundle.type"]
 
