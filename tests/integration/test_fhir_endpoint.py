@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,11 @@ import aiohttp
 import pytest
 
 from engine.core.message import Status
-from engine.testing.peers import EngineThread
+from engine.testing.peers import EngineThread, HttpPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FHIR = "application/fhir+json"
 DELIVERY: dict[str, Any] = {
@@ -264,3 +268,59 @@ def test_any_resource_type_with_the_json_data_type(make_project: Callable[..., P
         assert stored(engine, answer.json()["id"]).summary.status == Status.TRANSFORMED
         statement = call("GET", f"{base}/metadata", content_type=None).json()
         assert statement["rest"][0]["resource"] == []
+
+
+BILLING = """
+name: billing
+source:
+  type: fhir
+  listen: 127.0.0.1:0
+  ack_mode: after_processing
+  resource_types: [SupplyDelivery, ChargeItem]
+pipeline:
+  datatype: {type: fhir}
+  transform: {type: mapping, file: mappings/fhir-chargeitem-to-charge-event.yaml}
+destinations:
+  - {name: billing, type: http, url: "${BILLING_URL}/charges"}
+"""
+
+
+def test_each_transaction_entry_is_mapped_like_a_create_and_reaches_the_destination(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_project({"billing": BILLING})
+    shutil.copytree(ROOT / "mappings", project / "mappings")
+    charge = {
+        "resourceType": "ChargeItem",
+        "status": "billable",
+        "code": {"coding": [{"system": "http://hospital.example.org/fhir/sid/cdm", "code": "C-1"}]},
+        "subject": {"reference": "https://ehr.example.org/fhir/Patient/p1"},
+        "context": {"reference": "Encounter/e1"},
+        "occurrenceDateTime": "2024-03-13",
+        "service": [{"reference": "urn:uuid:5d1c7a9e-2b1f-4c3e-9d8a-0e4f5a6b7c8d"}],
+    }
+    delivery = {**DELIVERY, "id": "sd9"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {**entry(delivery), "fullUrl": "urn:uuid:5d1c7a9e-2b1f-4c3e-9d8a-0e4f5a6b7c8d"},
+            entry(charge),
+        ],
+    }
+    with HttpPeer() as billing:
+        monkeypatch.setenv("BILLING_URL", billing.url)
+        with EngineThread(project) as running:
+            answer = post(base_url(running, "billing"), bundle)
+            assert answer.status == 200, answer.body
+            charge_id = answer.json()["entry"][1]["response"]["location"].split("/")[1]
+            deadline = time.monotonic() + 10
+            while not billing.snapshot() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            detail = stored(running, charge_id)
+    (posted,) = billing.snapshot()  # the ChargeItem's charge; the SupplyDelivery maps to nothing
+    sent = json.loads(posted.body)
+    assert sent["charge_code"] == "C-1" and sent["patient"]["id"] == "p1"
+    assert sent["encounter"]["encounter_id"] == "e1"
+    # the urn:uuid reference to the other entry now names that resource by its id
+    assert json.loads(detail.contents[(0, "raw")])["service"] == [{"reference": "SupplyDelivery/sd9"}]

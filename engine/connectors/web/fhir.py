@@ -190,7 +190,7 @@ class FhirSource(WebSource):
         if problems:
             await self.reject(raw, source, f"transaction refused: {len(problems)} problem(s) in its entries")
             return fhir_error(400, problems)
-        parts = [json.dumps(entry["resource"]).encode() for entry in entries]
+        parts = [json.dumps(resource).encode() for resource in _local_references(entries)]
         invalid: list[dict[str, Any]] = []
         bad_entries: list[int] = []
         for index, part in enumerate(parts):
@@ -354,6 +354,40 @@ def _outcome_of(result: SubmitResult) -> dict[str, Any]:
             return data
     reason = result.reason or "the channel refused the resource; it is stored with its error"
     return operation_outcome([issue("processing", reason)])
+
+
+def _local_references(entries: list[dict[str, Any]]) -> list[Any]:
+    """Each entry's resource, its ``urn:uuid:``/``urn:oid:`` references to another entry of
+    the transaction rewritten to ``Type/id`` when that entry's resource carries an id.
+
+    Once the entries are messages of their own, the Bundle's fullUrls are gone; without the
+    rewrite, a mapping could not read the id (it fails with rule ``reference``, as it still
+    does for a referenced resource without an id).
+
+    >>> entries = [{"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "p1"}},
+    ...            {"resource": {"resourceType": "ChargeItem", "subject": {"reference": "urn:uuid:1"}}}]
+    >>> _local_references(entries)[1]["subject"]
+    {'reference': 'Patient/p1'}
+    """
+    targets: dict[str, str] = {}
+    for entry in entries:
+        url, resource = entry.get("fullUrl"), entry["resource"]
+        rid = resource.get("id")
+        if isinstance(url, str) and url.startswith(("urn:uuid:", "urn:oid:")) and isinstance(rid, str) and rid:
+            targets[url] = f"{resource['resourceType']}/{rid}"
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        copied = {key: rewrite(value) for key, value in node.items()}
+        reference = copied.get("reference")
+        if isinstance(reference, str) and reference in targets:
+            copied["reference"] = targets[reference]
+        return copied
+
+    return [rewrite(entry["resource"]) if targets else entry["resource"] for entry in entries]
 
 
 def _entry_issues(index: int, error: ParseError) -> list[dict[str, Any]]:
