@@ -24,11 +24,11 @@ from engine.connectors.web.problems import fhir_error, fhir_response, issue, ope
 from engine.connectors.web.source import refusal_status
 from engine.core.contracts import SourceContext, SubmitResult
 from engine.core.errors import ParseError
-from engine.datatypes.fhir.validation import ISSUE_TYPES, Issue
 
 FHIR_VERSION = "4.0.1"
 RESOURCE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _PATH = re.compile(r"[A-Z][A-Za-z]*(\.[A-Za-z]+(\[\d+\])?)+")
+_ISSUE_CODES = frozenset({"structure", "invalid", "required", "value", "code-invalid", "not-supported"})
 MEDIA_TYPES = ("application/fhir+json", "application/json")
 _STATUS_LINES = {
     201: "201 Created",
@@ -394,15 +394,17 @@ def _entry_issues(index: int, error: ParseError) -> list[dict[str, Any]]:
     """The data type's issues of entry ``index`` (a resource checked alone), their paths
     rewritten from ``Type.element`` to ``Bundle.entry[index].resource.element``."""
     where = f"Bundle.entry[{index}].resource"
-    found = getattr(error, "issues", None) or [
-        Issue("error", error.code if error.code in ISSUE_TYPES else "structure", error.position, error.reason)
-    ]
+    # the fhir data type lists every problem (``issues``); any other ParseError is one issue
+    found = [(i.code, i.expression, i.diagnostics) for i in getattr(error, "issues", None) or []]
+    if not found:
+        code = error.code if error.code in _ISSUE_CODES else "processing"
+        found = [(code, error.position, error.reason)]
     issues: list[dict[str, Any]] = []
-    for item in found:
-        _, dot, rest = item.expression.partition(".")
-        path = f"{where}.{rest}" if dot and _PATH.fullmatch(item.expression) else where
-        text = item.diagnostics if path != where or not item.expression else f"{item.diagnostics} ({item.expression})"
-        issues.append(issue(item.code, f"entry {index}: {text}", path))
+    for code, expression, diagnostics in found:
+        _, dot, rest = expression.partition(".")
+        path = f"{where}.{rest}" if dot and _PATH.fullmatch(expression) else where
+        text = diagnostics if path != where or not expression else f"{diagnostics} ({expression})"
+        issues.append(issue(code, f"entry {index}: {text}", path))
     return issues
 
 

@@ -125,4 +125,3 @@ R4_ONLY = frozenset(
 # redesigned): the R4B models would refuse valid R4 content with false messages, so release
 # R4 answers not-supported for them instead of validating with the wrong model.
 R4B_RESHAPED = frozenset({"Evidence", "EvidenceVariable"})
-
