@@ -318,6 +318,16 @@ def test_each_transaction_entry_is_mapped_like_a_create_and_reaches_the_destinat
             while not billing.snapshot() and time.monotonic() < deadline:
                 time.sleep(0.02)
             detail = stored(running, charge_id)
+            # valid FHIR, but the mapping refuses it (a logical reference has no id): with
+            # after_processing that entry is answered with its failure, the other stays stored
+            logical = {**charge, "context": {"identifier": {"value": "V1"}}}
+            logical.pop("service")
+            later = post(base_url(running, "billing"), {**bundle, "entry": [entry(DELIVERY), entry(logical)]})
+    assert later.status == 422, later.body
+    outcome = later.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert expressions(outcome) == ["Bundle.entry[1]"] and "logical reference" in outcome["issue"][0]["diagnostics"]
+    assert "not undone): entry 0 (SupplyDelivery/" in outcome["issue"][-1]["diagnostics"]
     (posted,) = billing.snapshot()  # the ChargeItem's charge; the SupplyDelivery maps to nothing
     sent = json.loads(posted.body)
     assert sent["charge_code"] == "C-1" and sent["patient"]["id"] == "p1"

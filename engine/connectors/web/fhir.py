@@ -433,7 +433,7 @@ def _partly(failed: list[tuple[int, int, dict[str, Any]]], answers: list[dict[st
     kept = [str(i) for i, answer in enumerate(answers) if answer["response"]["status"] == "201 Created"]
     if kept:
         locations = ", ".join(answers[int(i)]["response"]["location"] for i in kept)
-        stored = f"entries {', '.join(kept)} are stored: {locations}"
+        stored = f"stored and kept (not undone): entry {', '.join(kept)} ({locations})"
         issues.append(issue("informational", stored, severity="information"))
     return operation_outcome(issues)
 
