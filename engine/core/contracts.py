@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from engine.core.errors import ParseError
 from engine.core.message import Outbound, SendResult
 
 AckCode = Literal["AA", "AE", "AR"]
@@ -127,15 +128,21 @@ class SourceContext(Protocol):
     log: logging.LoggerAdapter[logging.Logger]
     debug: bool  # the channel allows message content in logs
 
-    async def submit(self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "") -> SubmitResult:
+    async def submit(
+        self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "", correlation_id: str = ""
+    ) -> SubmitResult:
         """Durably store ``raw`` (group commit), then process it per the channel's ACK mode.
 
         Returns after the commit (``on_receipt``) or after processing (``after_processing``),
         with the response to send back. Never raises for bad content: that is stored and
         answered with a negative response. A non-empty ``dedupe_key`` that an earlier
         committed submit of this channel used stores nothing and returns status
-        ``DUPLICATE`` (exactly-once intake of files across crashes).
+        ``DUPLICATE`` (exactly-once intake of files across crashes). ``correlation_id`` ties
+        messages cut from one request together (e.g. the entries of a FHIR transaction).
         """
+
+    async def check(self, raw: bytes) -> ParseError | None:
+        """The data type's parse of ``raw`` (the check ``submit`` makes first), nothing stored."""
 
     async def reject(
         self, raw: bytes, source: dict[str, Any], reason: str, *, store: bool = True, dedupe_key: str = ""

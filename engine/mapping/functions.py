@@ -11,6 +11,7 @@ never quotes the input (it may be PHI); the runner adds the target field.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
@@ -223,3 +224,64 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "int": to_int,
     "str": to_str,
 }
+
+
+_FHIR_REFERENCE = re.compile(
+    r"(?:[a-z][a-z0-9+.-]*://[^\s]+/)?([A-Z][A-Za-z]{1,63})/([A-Za-z0-9.-]{1,64})(?:/_history/[A-Za-z0-9.-]{1,64})?",
+    re.ASCII,
+)
+
+
+def fhir_reference_id(value: Any, kind: str, resolve: Callable[[str], Any] | None = None) -> str | None:
+    """The id of the ``kind`` resource a FHIR R4 Reference points to, whatever its form.
+
+    ``value`` is a Reference element (an object, or its compact JSON as a path reads it) or
+    its ``reference`` text. Relative (``Patient/p1``), absolute
+    (``https://host/fhir/Patient/p1``) and versioned (``Patient/p1/_history/3``) forms give
+    ``p1``. ``urn:uuid:`` / ``urn:oid:`` and ``#`` references are looked up with ``resolve``
+    (a Bundle's fullUrl, a contained resource; the resource found, or None). A form that
+    cannot give the id (a logical reference by identifier only, an unresolvable urn, a
+    reference to another type) raises ``ValueError``: a mapping must never take it for "no
+    reference". A Reference with only a display gives None (there is no reference).
+
+    >>> fhir_reference_id("https://h.example/fhir/Patient/p1/_history/3", "Patient")
+    'p1'
+    >>> fhir_reference_id('{"reference":"Patient/p1","display":"x"}', "Patient")
+    'p1'
+    >>> fhir_reference_id('{"identifier":{"value":"1"}}', "Patient")
+    Traceback (most recent call last):
+    ValueError: a logical reference (identifier only) cannot be resolved to a Patient id
+    """
+    data = value
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            raise ValueError(f"not a FHIR Reference to a {kind}") from None
+    if isinstance(data, dict):
+        reference = data.get("reference")
+        if not isinstance(reference, str) or not reference:
+            if data.get("identifier"):
+                raise ValueError(f"a logical reference (identifier only) cannot be resolved to a {kind} id")
+            return None
+        data = reference
+    if not isinstance(data, str):
+        raise ValueError(f"not a FHIR Reference to a {kind}")
+    text = data.strip()
+    if text.startswith(("urn:uuid:", "urn:oid:", "#")):
+        found = resolve(text) if resolve is not None else None
+        if not isinstance(found, dict):
+            where = "contained resource" if text.startswith("#") else "Bundle entry with that fullUrl"
+            raise ValueError(f"the {kind} reference cannot be resolved: no {where} came with this resource")
+        if found.get("resourceType") != kind:
+            raise ValueError(f"the reference resolves to a resource that is not a {kind}")
+        rid = found.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"the {kind} the reference resolves to has no id")
+        return rid
+    match = _FHIR_REFERENCE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a FHIR reference to a {kind} (Type/id, a URL ending in Type/id, urn:uuid)")
+    if match.group(1) != kind:
+        raise ValueError(f"the reference points to a {match.group(1)}, not a {kind}")
+    return match.group(2)

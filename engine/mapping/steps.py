@@ -17,7 +17,7 @@ from typing import Any
 from engine.core.channel import FilterRule
 from engine.core.contracts import Document
 from engine.core.errors import MappingError
-from engine.mapping.functions import CONVERTERS, temporal, to_decimal, to_int
+from engine.mapping.functions import CONVERTERS, fhir_reference_id, temporal, to_decimal, to_int
 from engine.mapping.runner import (
     FieldContext,
     FieldPlan,
@@ -260,6 +260,16 @@ def _regex_step(pattern: str) -> Step:
     return extract
 
 
+def _reference_step(kind: str) -> Step:
+    """A FHIR Reference to its ``kind`` id; urn:uuid and ``#`` references are resolved by the
+    document (a Bundle's fullUrl, a contained resource) when it can."""
+
+    def resolve(value: Any, doc: Document, _run: Run) -> Any:
+        return fhir_reference_id(value, kind, getattr(doc, "resolve", None))
+
+    return resolve
+
+
 def _map_step(codes: Mapping[str, Any]) -> Step:
     table = dict(codes)
     return lambda value, _doc, _run: table.get(_text(value))
@@ -309,6 +319,8 @@ def _uom_step(uom: Uom, integer: bool) -> Step:
 
 def _steps(spec: FieldSpec, options: Options) -> list[tuple[str, Step]]:
     steps: list[tuple[str, Step]] = []
+    if spec.reference is not None:
+        steps.append(("reference", _reference_step(spec.reference)))
     if spec.trim:
         steps.append(("trim", lambda v, _d, _r: _text(v).strip() or None))
     if spec.regex is not None:

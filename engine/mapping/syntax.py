@@ -143,6 +143,12 @@ class FieldSpec(Strict):
     when: FilterRule | None = Field(
         None, description="Map the field only when this holds (on the source, or on an earlier field of the object)."
     )
+    reference: str | None = Field(
+        None,
+        pattern=r"^[A-Z][A-Za-z]{1,63}$",
+        description="FHIR: the value is a Reference (or its reference text) to this resource type; "
+        "give that resource's id, whatever the reference form (a form without one is an error).",
+    )
     trim: bool = Field(False, description="Strip surrounding whitespace.")
     regex: str | None = Field(None, description="Keep group 1 (or the whole match) of the first match.")
     upper: bool = Field(False, description="Convert to upper case.")
@@ -211,7 +217,7 @@ class FieldSpec(Strict):
             )
 
 
-_VALUE_KEYS = ("sep", "all", "trim", "regex", "upper", "lower", "map", "lookup", "as_", "format", "uom")
+_VALUE_KEYS = ("sep", "all", "reference", "trim", "regex", "upper", "lower", "map", "lookup", "as_", "format", "uom")
 FieldRule = Annotated[FieldSpec, BeforeValidator(_path_short_form, json_schema_input_type=str | FieldSpec)]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from engine.core import registry
 from engine.core.channel import ChannelDef
 from engine.core.contracts import Destination, Document, EngineServices, Outcome, Reply, Source, SubmitResult
-from engine.core.errors import ConfigError, DuplicateMessage, PermanentError
+from engine.core.errors import ConfigError, DuplicateMessage, ParseError, PermanentError
 from engine.core.logs import BoundLogger, bind
 from engine.core.message import InboundMessage, Outbound, Status, StorageMode
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
@@ -270,7 +270,9 @@ class ChannelRuntime:
 
     # -- SourceContext ---------------------------------------------------------------------
 
-    async def submit(self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "") -> SubmitResult:
+    async def submit(
+        self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "", correlation_id: str = ""
+    ) -> SubmitResult:
         if raw and self._off_loop(raw):
             parts = await asyncio.to_thread(self.pipeline.datatype.split, raw)
         else:
@@ -278,7 +280,17 @@ class ChannelRuntime:
         if len(parts) > 1:
             return await self._submit_batch(raw, parts, source, dedupe_key)
         # One message (an envelope such as FHS/BHS around it is dropped), or nothing usable.
-        return await self._submit_one(parts[0] if parts else raw, source, dedupe_key=dedupe_key)
+        return await self._submit_one(parts[0] if parts else raw, source, correlation_id, dedupe_key=dedupe_key)
+
+    async def check(self, raw: bytes) -> ParseError | None:
+        """The data type's parse of ``raw`` with nothing stored: a source that must refuse a
+        whole request when one of its parts is bad (a FHIR transaction) checks every part
+        first, with the same check a part submitted alone gets."""
+        if self._off_loop(raw):
+            _, _, error = await asyncio.to_thread(self.pipeline.precheck, raw)
+        else:
+            _, _, error = self.pipeline.precheck(raw)
+        return error
 
     def _off_loop(self, raw: bytes) -> bool:
         """Parse and split in a worker thread: for data types that say parsing is slow (FHIR

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,11 @@ import aiohttp
 import pytest
 
 from engine.core.message import Status
-from engine.testing.peers import EngineThread
+from engine.testing.peers import EngineThread, HttpPeer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FHIR = "application/fhir+json"
 DELIVERY: dict[str, Any] = {
@@ -162,7 +166,7 @@ def test_batch_answers_per_entry(engine: EngineThread) -> None:
         assert detail.summary.source["bundle"] == "batch"
 
 
-def test_transaction_is_all_or_nothing_and_one_message(engine: EngineThread) -> None:
+def test_transaction_is_all_or_nothing_and_one_message_per_entry(engine: EngineThread) -> None:
     base = base_url(engine, "supply")
     charge = {
         "resourceType": "ChargeItem",
@@ -190,12 +194,28 @@ def test_transaction_is_all_or_nothing_and_one_message(engine: EngineThread) -> 
     assert [e["response"]["status"] for e in result["entry"]] == ["201 Created", "201 Created"]
     locations = [e["response"]["location"] for e in result["entry"]]
     assert locations[0].startswith("SupplyDelivery/") and locations[1].startswith("ChargeItem/")
-    detail = stored(engine, answer.headers["X-Junction-Message-Id"])
-    assert json.loads(detail.contents[(0, "raw")]) == good  # the whole Bundle, one message
+    ids = [location.split("/")[1] for location in locations]
+    assert ids[0] != ids[1] and answer.headers["X-Junction-Message-Id"] == ids[0]
+    for index, (message_id, resource) in enumerate(zip(ids, (DELIVERY, charge), strict=True)):
+        detail = stored(engine, message_id)
+        assert json.loads(detail.contents[(0, "raw")]) == resource  # each entry its own message
+        assert detail.summary.source["bundle"] == "transaction" and detail.summary.source["entry"] == index
+        assert detail.summary.correlation_id == ids[0]  # one correlation id for the transaction
+    again = post(base, good)  # a retry (e.g. after a time-out) stores nothing twice
+    assert again.status == 200 and [e["response"]["location"] for e in again.json()["entry"]] == locations
     invalid_inside = copy.deepcopy(good)
-    invalid_inside["entry"][0]["resource"] = BAD_DELIVERY
+    invalid_inside["entry"][1]["resource"] = {**BAD_DELIVERY, "status": "billable"} | {"resourceType": "SupplyDelivery"}
+    invalid_inside["entry"][1]["request"]["url"] = "SupplyDelivery"
+    counts = engine.run(engine.engine.store.counters("supply"))
     rejected = post(base, invalid_inside)
-    assert rejected.status == 422 and expressions(rejected.json())
+    assert rejected.status == 422, rejected.body
+    assert set(expressions(rejected.json())) == {
+        "Bundle.entry[1].resource.status",
+        "Bundle.entry[1].resource.suppliedItem.quantity.value",
+    }
+    after = engine.run(engine.engine.store.counters("supply"))
+    assert after.get("ERROR", 0) == counts.get("ERROR", 0) + 1  # the request, stored as refused
+    assert sum(after.values()) == sum(counts.values()) + 1  # and not its valid first entry
     other = post(base, {"resourceType": "Bundle", "type": "collection", "entry": []})
     assert other.status == 400 and expressions(other.json()) == ["Bundle.type"]
 
@@ -248,3 +268,69 @@ def test_any_resource_type_with_the_json_data_type(make_project: Callable[..., P
         assert stored(engine, answer.json()["id"]).summary.status == Status.TRANSFORMED
         statement = call("GET", f"{base}/metadata", content_type=None).json()
         assert statement["rest"][0]["resource"] == []
+
+
+BILLING = """
+name: billing
+source:
+  type: fhir
+  listen: 127.0.0.1:0
+  ack_mode: after_processing
+  resource_types: [SupplyDelivery, ChargeItem]
+pipeline:
+  datatype: {type: fhir}
+  transform: {type: mapping, file: mappings/fhir-chargeitem-to-charge-event.yaml}
+destinations:
+  - {name: billing, type: http, url: "${BILLING_URL}/charges"}
+"""
+
+
+def test_each_transaction_entry_is_mapped_like_a_create_and_reaches_the_destination(
+    make_project: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_project({"billing": BILLING})
+    shutil.copytree(ROOT / "mappings", project / "mappings")
+    charge = {
+        "resourceType": "ChargeItem",
+        "status": "billable",
+        "code": {"coding": [{"system": "http://hospital.example.org/fhir/sid/cdm", "code": "C-1"}]},
+        "subject": {"reference": "https://ehr.example.org/fhir/Patient/p1"},
+        "context": {"reference": "Encounter/e1"},
+        "occurrenceDateTime": "2024-03-13",
+        "service": [{"reference": "urn:uuid:5d1c7a9e-2b1f-4c3e-9d8a-0e4f5a6b7c8d"}],
+    }
+    delivery = {**DELIVERY, "id": "sd9"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {**entry(delivery), "fullUrl": "urn:uuid:5d1c7a9e-2b1f-4c3e-9d8a-0e4f5a6b7c8d"},
+            entry(charge),
+        ],
+    }
+    with HttpPeer() as billing:
+        monkeypatch.setenv("BILLING_URL", billing.url)
+        with EngineThread(project) as running:
+            answer = post(base_url(running, "billing"), bundle)
+            assert answer.status == 200, answer.body
+            charge_id = answer.json()["entry"][1]["response"]["location"].split("/")[1]
+            deadline = time.monotonic() + 10
+            while not billing.snapshot() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            detail = stored(running, charge_id)
+            # valid FHIR, but the mapping refuses it (a logical reference has no id): with
+            # after_processing that entry is answered with its failure, the other stays stored
+            logical = {**charge, "context": {"identifier": {"value": "V1"}}}
+            logical.pop("service")
+            later = post(base_url(running, "billing"), {**bundle, "entry": [entry(DELIVERY), entry(logical)]})
+    assert later.status == 422, later.body
+    outcome = later.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert expressions(outcome) == ["Bundle.entry[1]"] and "logical reference" in outcome["issue"][0]["diagnostics"]
+    assert "not undone): entry 0 (SupplyDelivery/" in outcome["issue"][-1]["diagnostics"]
+    (posted,) = billing.snapshot()  # the ChargeItem's charge; the SupplyDelivery maps to nothing
+    sent = json.loads(posted.body)
+    assert sent["charge_code"] == "C-1" and sent["patient"]["id"] == "p1"
+    assert sent["encounter"]["encounter_id"] == "e1"
+    # the urn:uuid reference to the other entry now names that resource by its id
+    assert json.loads(detail.contents[(0, "raw")])["service"] == [{"reference": "SupplyDelivery/sd9"}]

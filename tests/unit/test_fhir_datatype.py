@@ -366,3 +366,22 @@ def test_nested_iterate_keeps_each_view_on_its_own_item() -> None:
     assert [li.get("Invoice.status") for li in lines] == ["issued", "issued"]
     assert lines[0].get("Claim.status") is None  # another type's path does not fall back
     assert [p.get("type") for p in doc.iterate("lineItem.priceComponent")] == ["base", "tax", "discount"]
+
+
+def test_r4_types_that_r4b_reshaped_are_not_supported_instead_of_falsely_invalid() -> None:
+    # a valid R4 Evidence (status and exposureBackground are its required elements in R4)
+    evidence = {
+        "resourceType": "Evidence",
+        "status": "active",
+        "exposureBackground": {"reference": "EvidenceVariable/v"},
+    }
+    issues = validate_resource(evidence)
+    assert [(i.code, i.expression) for i in issues] == [("not-supported", "Evidence")]
+    assert "cannot validate R4 Evidence" in issues[0].diagnostics
+    # an R4B-model error under release R4 says which model spoke, never "in FHIR R4"
+    charge = {"resourceType": "ChargeItem", "status": "billable", "code": {"text": "x"},
+              "subject": {"reference": "Patient/p1"}, "notAnElement": 1}  # fmt: skip
+    (unknown,) = validate_resource(charge)
+    assert unknown.expression == "ChargeItem.notAnElement" and "FHIR R4B" in unknown.diagnostics
+    assert "in FHIR R4)" not in unknown.diagnostics
+    assert validate_resource(evidence, release="R4B") != issues  # R4B itself still validates its Evidence

@@ -31,6 +31,7 @@ MAPPINGS = {  # mapping -> the resource files it applies to
     "fhir-invoice-to-invoice": "invoice_*.json",
 }
 DATATYPE = FhirDataType()
+TABLES = Tables.from_dir(ROOT / "mappings" / "tables")  # units: fhir_unit.csv
 
 
 def cases() -> list[tuple[str, Path]]:
@@ -50,7 +51,7 @@ def compiled(mapping: str) -> object:
 
 def produce(mapping: str, doc: FhirDocument) -> object:
     try:
-        result = compiled(mapping).run(doc, Tables())  # type: ignore[attr-defined]
+        result = compiled(mapping).run(doc, TABLES)  # type: ignore[attr-defined]
     except MappingError as exc:
         return {"exception": {"rule": exc.rule, "field": exc.field, "message": str(exc)}}
     return [obj.model_dump(mode="json", exclude_none=True) for obj in result.objects]
@@ -170,3 +171,108 @@ def test_a_channel_pipeline_maps_charge_items_and_answers_bad_ones_with_an_opera
     assert refused is not None and (refused.code, refused.position) == ("not-supported", "Claim")
     answer = pipeline.respond(claim, Outcome("AE", reason=refused.reason, position=refused.position))
     assert json.loads(answer or b"")["issue"][0]["expression"] == ["Claim"]
+
+
+def _charge(**elements: object) -> dict[str, object]:
+    return {
+        "resourceType": "ChargeItem",
+        "status": "billable",
+        "code": {"coding": [{"system": "http://hospital.example.org/fhir/sid/cdm", "code": "C-1"}]},
+        "occurrenceDateTime": "2024-03-13",
+        "subject": {"reference": "Patient/p1"},
+        **elements,
+    }
+
+
+def _delivery(quantity: dict[str, object], patient: object = None) -> dict[str, object]:
+    return {
+        "resourceType": "SupplyDelivery",
+        "id": "sd1",
+        "status": "completed",
+        "patient": patient or {"reference": "Patient/p1"},
+        "suppliedItem": {"quantity": quantity, "itemCodeableConcept": {"coding": [{"code": "SUP-1"}]}},
+        "occurrenceDateTime": "2024-03-13T10:00:00Z",
+        "destination": {"reference": "https://ehr.example.org/fhir/Location/or3/_history/2"},
+        "extension": [
+            {
+                "url": "http://hospital.example.org/fhir/StructureDefinition/encounter",
+                "valueReference": {"reference": "Encounter/e1"},
+            }
+        ],
+    }
+
+
+def _parse(resource: dict[str, object]) -> FhirDocument:
+    return DATATYPE.parse(json.dumps(resource).encode())
+
+
+def test_every_r4_reference_form_maps_to_the_id_or_fails_with_a_rule_message() -> None:
+    absolute = _charge(
+        subject={"reference": "https://ehr.example.org/fhir/Patient/p1"},
+        context={"reference": "Encounter/e1/_history/3"},
+        account=[{"reference": "http://ehr.example.org/fhir/Account/a1"}],
+    )
+    (charge,) = produce("fhir-chargeitem-to-charge-event", _parse(absolute))  # type: ignore[misc]
+    assert charge["patient"]["id"] == "p1"
+    assert charge["encounter"] == {"encounter_id": "e1", "account_number": "a1"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:0b6e5e8a-1c1a-4a61-9a43-5a9d2f0c0f01",
+                "resource": {"resourceType": "Encounter", "id": "e7", "status": "finished", "class": {"code": "IMP"}},
+            },
+            {"resource": _charge(context={"reference": "urn:uuid:0b6e5e8a-1c1a-4a61-9a43-5a9d2f0c0f01"})},
+        ],
+    }
+    entries = _parse(bundle).entries()
+    (from_bundle,) = produce("fhir-chargeitem-to-charge-event", entries[1])  # type: ignore[misc]
+    assert from_bundle["encounter"]["encounter_id"] == "e7"  # resolved through the fullUrl
+    alone = produce("fhir-chargeitem-to-charge-event", _parse(bundle["entry"][1]["resource"]))  # type: ignore[index]
+    assert alone["exception"]["rule"] == "reference"  # type: ignore[index]
+    assert "cannot be resolved" in alone["exception"]["message"]  # type: ignore[index]
+    logical = _charge(context={"identifier": {"system": "http://hospital.example.org/visit", "value": "V1"}})
+    failed = produce("fhir-chargeitem-to-charge-event", _parse(logical))
+    assert failed["exception"]["field"] == "encounter.encounter_id"  # type: ignore[index]
+    assert "logical reference" in failed["exception"]["message"]  # type: ignore[index]
+    # an absolute patient reference is usage for the ERP, not a stock movement
+    (usage,) = produce(  # type: ignore[misc]
+        "fhir-supplydelivery-to-supply-usage",
+        _parse(_delivery({"value": 2}, {"reference": "https://ehr.example.org/fhir/Patient/p1"})),
+    )
+    assert usage["patient"]["id"] == "p1" and usage["location"] == "or3"
+    by_identifier = produce(
+        "fhir-supplydelivery-to-supply-usage", _parse(_delivery({"value": 2}, {"identifier": {"value": "MRN1"}}))
+    )
+    assert by_identifier["exception"]["rule"] == "reference"  # type: ignore[index]
+
+
+def test_units_map_through_the_unit_table_and_an_unknown_unit_is_an_error() -> None:
+    def unit(quantity: dict[str, object]) -> object:
+        out = produce("fhir-supplydelivery-to-supply-usage", _parse(_delivery(quantity)))
+        return out[0]["uom"] if isinstance(out, list) else out["exception"]  # type: ignore[index]
+
+    ucum = "http://unitsofmeasure.org"
+    assert unit({"value": 10, "system": ucum, "code": "mL", "unit": "mL"}) == "ML"
+    assert unit({"value": 1, "system": ucum, "code": "{box}"}) == "BX"
+    assert unit({"value": 3, "unit": "each"}) == "EA"
+    assert unit({"value": 3}) == "EA"  # no unit at all: a count
+    unknown = unit({"value": 2, "system": ucum, "code": "[in_i]"})
+    assert isinstance(unknown, dict) and unknown["rule"] == "unit-known"
+    request = {
+        "resourceType": "SupplyRequest",
+        "id": "sr1",
+        "status": "active",
+        "itemCodeableConcept": {"coding": [{"code": "SUP-1"}]},
+        "quantity": {"value": 500, "system": ucum, "code": "mL"},
+        "authoredOn": "2024-03-13",
+        "requester": {"display": "OR storeroom"},
+        "supplier": [{"display": "Distributor"}],
+        "deliverTo": {"display": "Dock 1"},
+    }
+    (order,) = produce("fhir-supplyrequest-to-purchase-order", _parse(request))  # type: ignore[misc]
+    assert order["lines"][0]["uom"] == "ML" and order["lines"][0]["quantity"] == "500"
+    request["quantity"] = {"value": 5, "code": "furlong"}
+    refused = produce("fhir-supplyrequest-to-purchase-order", _parse(request))
+    assert refused["exception"]["rule"] == "unit-known"  # type: ignore[index]

@@ -176,13 +176,25 @@ class WebSource:
             fields["tls_subject"] = peer_common_name(request.transport.get_extra_info("peercert"))
         return fields
 
-    async def submit(self, raw: bytes, source: dict[str, Any], wait_secs: float | None = None) -> SubmitResult | None:
+    async def submit(
+        self,
+        raw: bytes,
+        source: dict[str, Any],
+        wait_secs: float | None = None,
+        *,
+        dedupe_key: str = "",
+        correlation_id: str = "",
+    ) -> SubmitResult | None:
         """``ctx.submit`` in a task of its own: a client that goes away cannot cancel a commit.
 
         Returns None when ``wait_secs`` pass first; the submit then finishes in the background.
         Exceptions of the runtime propagate (the caller answers 500).
         """
-        task = asyncio.create_task(self._ctx.submit(raw, source))
+        if dedupe_key or correlation_id:
+            call = self._ctx.submit(raw, source, dedupe_key=dedupe_key, correlation_id=correlation_id)
+        else:
+            call = self._ctx.submit(raw, source)
+        task = asyncio.create_task(call)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         done, _ = await asyncio.wait({task}, timeout=wait_secs)

@@ -8,6 +8,7 @@ transaction-response Bundles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -22,9 +23,12 @@ from engine.connectors.web.config import FhirSourceConfig
 from engine.connectors.web.problems import fhir_error, fhir_response, issue, operation_outcome
 from engine.connectors.web.source import refusal_status
 from engine.core.contracts import SourceContext, SubmitResult
+from engine.core.errors import ParseError
 
 FHIR_VERSION = "4.0.1"
 RESOURCE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_PATH = re.compile(r"[A-Z][A-Za-z]*(\.[A-Za-z]+(\[\d+\])?)+")
+_ISSUE_CODES = frozenset({"structure", "invalid", "required", "value", "code-invalid", "not-supported"})
 MEDIA_TYPES = ("application/fhir+json", "application/json")
 _STATUS_LINES = {
     201: "201 Created",
@@ -40,9 +44,10 @@ class FhirSource(WebSource):
 
     - ``POST {base}/{Type}``: create; the stored message id is the new resource id (201).
     - ``POST {base}`` with a ``batch`` Bundle: every entry is its own message (200 batch-response).
-    - ``POST {base}`` with a ``transaction`` Bundle: all entries are checked first; when all pass,
-      the whole Bundle is stored as ONE message (200 transaction-response), else nothing is
-      accepted (400 with an OperationOutcome naming every offending entry).
+    - ``POST {base}`` with a ``transaction`` Bundle: all entries are checked first (REST shape
+      and the data type's parse); when all pass, every entry is stored as its own message with
+      one correlation id (200 transaction-response, each entry its own Location), else nothing
+      is accepted (400/422 with an OperationOutcome naming every offending entry).
     - ``GET {base}/metadata``: the CapabilityStatement (no authentication, as FHIR clients expect).
     """
 
@@ -138,7 +143,7 @@ class FhirSource(WebSource):
             return fhir_error(400, [issue("structure", "entry must be a list", "Bundle.entry")])
         checks = [self._check_entry(index, entry) for index, entry in enumerate(entries)]
         if kind == "transaction":
-            return await self._transaction(request, raw, checks, source)
+            return await self._transaction(request, raw, entries, checks, source)
         return await self._batch(request, entries, checks, source)
 
     def _check_entry(self, index: int, entry: Any) -> list[dict[str, Any]]:
@@ -165,21 +170,62 @@ class FhirSource(WebSource):
         return found
 
     async def _transaction(
-        self, request: web.Request, raw: bytes, checks: list[list[dict[str, Any]]], source: dict[str, Any]
+        self,
+        request: web.Request,
+        raw: bytes,
+        entries: list[Any],
+        checks: list[list[dict[str, Any]]],
+        source: dict[str, Any],
     ) -> web.Response:
+        """Check every entry first (the REST shape, then the data type's parse, the same check
+        a create gets); refuse the whole transaction if one fails. Only then store each entry
+        as its own message, so each is mapped like a create (the Bundle root maps to nothing).
+
+        The store commits entry by entry, not the whole Bundle at once: every entry gets the
+        dedupe key ``fhir-transaction:<sha256 of the body>#<index>``, so a client that retries
+        after a time-out, a fault or a crash between entries completes the transaction without
+        storing an entry twice (docs/connectors/http-source.md, "Transactions").
+        """
         problems = [item for found in checks for item in found]
         if problems:
             await self.reject(raw, source, f"transaction refused: {len(problems)} problem(s) in its entries")
             return fhir_error(400, problems)
-        result = await self._submit(raw, {**source, "bundle": "transaction", "entries": len(checks)})
-        if isinstance(result, web.Response):
-            return result
-        if not result.accepted:
-            return self._refused(result)
-        bundle = json.loads(raw)
-        entries = [_created(entry["resource"]["resourceType"], result.message_id) for entry in bundle.get("entry", [])]
-        response = {"resourceType": "Bundle", "id": result.message_id, "type": "transaction-response", "entry": entries}
-        return fhir_response(200, response, {"X-Junction-Message-Id": result.message_id})
+        parts = [json.dumps(resource).encode() for resource in _local_references(entries)]
+        invalid: list[dict[str, Any]] = []
+        bad_entries: list[int] = []
+        for index, part in enumerate(parts):
+            error = await self._ctx.check(part)
+            if error is not None:
+                bad_entries.append(index)
+                invalid.extend(_entry_issues(index, error))
+        if invalid:
+            named = ", ".join(str(i) for i in bad_entries)
+            await self.reject(raw, source, f"transaction refused: entries not valid FHIR: {named}")
+            status = 400 if any(i.get("code") == "structure" for i in invalid) else 422
+            return fhir_error(status, invalid)
+        digest = hashlib.sha256(raw).hexdigest()
+        correlation = ""
+        answers: list[dict[str, Any]] = []
+        failed: list[tuple[int, int, dict[str, Any]]] = []
+        for index, (entry, part) in enumerate(zip(entries, parts, strict=True)):
+            fields = {**source, "bundle": "transaction", "transaction": digest[:16], "entry": index}
+            fields["entries"] = len(parts)
+            key = f"fhir-transaction:{digest}#{index}"
+            result = await self._submit(part, fields, dedupe_key=key, correlation_id=correlation)
+            if isinstance(result, web.Response):  # a time-out or store fault: the rest is not stored yet
+                return _cut_short(result, index, answers)
+            correlation = correlation or result.message_id
+            if not result.accepted:  # refused after the check (after_processing: mapping, duplicate window)
+                outcome = _outcome_of(result)
+                failed.append((index, fhir_refusal_status(result, outcome), outcome))
+                answers.append(_entry_response(fhir_refusal_status(result, outcome), outcome))
+                continue
+            answers.append(_created(entry["resource"]["resourceType"], result.message_id))
+        headers = {"X-Junction-Message-Id": correlation}
+        if failed:
+            return fhir_response(max(status for _, status, _ in failed), _partly(failed, answers), headers)
+        response = {"resourceType": "Bundle", "id": correlation, "type": "transaction-response", "entry": answers}
+        return fhir_response(200, response, headers)
 
     async def _batch(
         self,
@@ -209,10 +255,12 @@ class FhirSource(WebSource):
 
     # -- shared ----------------------------------------------------------------------------
 
-    async def _submit(self, raw: bytes, source: dict[str, Any]) -> SubmitResult | web.Response:
+    async def _submit(
+        self, raw: bytes, source: dict[str, Any], *, dedupe_key: str = "", correlation_id: str = ""
+    ) -> SubmitResult | web.Response:
         timeout = self.config.sync_timeout_secs if self.config.ack_mode == "after_processing" else None
         try:
-            result = await self.submit(raw, source, timeout)
+            result = await self.submit(raw, source, timeout, dedupe_key=dedupe_key, correlation_id=correlation_id)
         except Exception as exc:  # noqa: BLE001 - answer 500, keep serving
             self._log(logging.ERROR, "Submit failed.", peer=source.get("peer"), error_type=type(exc).__name__)
             return self.error(500, "the message could not be stored; try again later")
@@ -243,7 +291,8 @@ class FhirSource(WebSource):
         """What this endpoint does, as an R4 CapabilityStatement (built here, no FHIR library)."""
         rest: dict[str, Any] = {
             "mode": "server",
-            "documentation": "Create only; batch entries are stored one by one, a transaction as one message.",
+            "documentation": "Create only; batch and transaction entries are stored one by one "
+            "(a transaction only when every entry is valid).",
             "resource": [{"type": name, "interaction": [{"code": "create"}]} for name in self.config.resource_types],
             "interaction": [{"code": "batch"}, {"code": "transaction"}],
         }
@@ -305,6 +354,88 @@ def _outcome_of(result: SubmitResult) -> dict[str, Any]:
             return data
     reason = result.reason or "the channel refused the resource; it is stored with its error"
     return operation_outcome([issue("processing", reason)])
+
+
+def _local_references(entries: list[dict[str, Any]]) -> list[Any]:
+    """Each entry's resource, its ``urn:uuid:``/``urn:oid:`` references to another entry of
+    the transaction rewritten to ``Type/id`` when that entry's resource carries an id.
+
+    Once the entries are messages of their own, the Bundle's fullUrls are gone; without the
+    rewrite, a mapping could not read the id (it fails with rule ``reference``, as it still
+    does for a referenced resource without an id).
+
+    >>> entries = [{"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "p1"}},
+    ...            {"resource": {"resourceType": "ChargeItem", "subject": {"reference": "urn:uuid:1"}}}]
+    >>> _local_references(entries)[1]["subject"]
+    {'reference': 'Patient/p1'}
+    """
+    targets: dict[str, str] = {}
+    for entry in entries:
+        url, resource = entry.get("fullUrl"), entry["resource"]
+        rid = resource.get("id")
+        if isinstance(url, str) and url.startswith(("urn:uuid:", "urn:oid:")) and isinstance(rid, str) and rid:
+            targets[url] = f"{resource['resourceType']}/{rid}"
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rewrite(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        copied = {key: rewrite(value) for key, value in node.items()}
+        reference = copied.get("reference")
+        if isinstance(reference, str) and reference in targets:
+            copied["reference"] = targets[reference]
+        return copied
+
+    return [rewrite(entry["resource"]) if targets else entry["resource"] for entry in entries]
+
+
+def _entry_issues(index: int, error: ParseError) -> list[dict[str, Any]]:
+    """The data type's issues of entry ``index`` (a resource checked alone), their paths
+    rewritten from ``Type.element`` to ``Bundle.entry[index].resource.element``."""
+    where = f"Bundle.entry[{index}].resource"
+    # the fhir data type lists every problem (``issues``); any other ParseError is one issue
+    found = [(i.code, i.expression, i.diagnostics) for i in getattr(error, "issues", None) or []]
+    if not found:
+        code = error.code if error.code in _ISSUE_CODES else "processing"
+        found = [(code, error.position, error.reason)]
+    issues: list[dict[str, Any]] = []
+    for code, expression, diagnostics in found:
+        _, dot, rest = expression.partition(".")
+        path = f"{where}.{rest}" if dot and _PATH.fullmatch(expression) else where
+        text = diagnostics if path != where or not expression else f"{diagnostics} ({expression})"
+        issues.append(issue(code, f"entry {index}: {text}", path))
+    return issues
+
+
+def _cut_short(answer: web.Response, index: int, stored: list[dict[str, Any]]) -> web.Response:
+    """A time-out or fault at entry ``index``: say how far the transaction got and that a retry
+    of the same request completes it (the entries stored before are not stored again)."""
+    if index == 0:
+        return answer
+    note = (
+        f"entries 0 to {index - 1} are stored; entry {index} and later may not be: send the same "
+        "transaction again to complete it (entries already stored are not stored twice)"
+    )
+    body = json.loads(answer.body or b"{}")  # type: ignore[arg-type]
+    issues = [*body.get("issue", []), issue("incomplete", note)]
+    return fhir_error(answer.status, issues)
+
+
+def _partly(failed: list[tuple[int, int, dict[str, Any]]], answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The OperationOutcome when entries passed the check but were refused on processing
+    (``after_processing``): which entries failed, and that the others are stored."""
+    issues: list[dict[str, Any]] = []
+    for index, _, outcome in failed:
+        for item in outcome.get("issue", []):
+            text = item.get("diagnostics", "refused")
+            issues.append(issue(item.get("code", "processing"), f"entry {index}: {text}", f"Bundle.entry[{index}]"))
+    kept = [str(i) for i, answer in enumerate(answers) if answer["response"]["status"] == "201 Created"]
+    if kept:
+        locations = ", ".join(answers[int(i)]["response"]["location"] for i in kept)
+        stored = f"stored and kept (not undone): entry {', '.join(kept)} ({locations})"
+        issues.append(issue("informational", stored, severity="information"))
+    return operation_outcome(issues)
 
 
 def _created(type_name: str, message_id: str) -> dict[str, Any]:

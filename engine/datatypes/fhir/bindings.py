@@ -120,3 +120,8 @@ R4_ONLY = frozenset(
         "SubstanceSpecification",
     }
 )
+
+# Resource types of R4 whose shape R4B changed (Evidence and EvidenceVariable were
+# redesigned): the R4B models would refuse valid R4 content with false messages, so release
+# R4 answers not-supported for them instead of validating with the wrong model.
+R4B_RESHAPED = frozenset({"Evidence", "EvidenceVariable"})

@@ -212,12 +212,48 @@ def text(value: Any) -> str | None:
 class FhirDocument:
     """A parsed FHIR resource (Document protocol); ``iterate`` views read their item first."""
 
-    __slots__ = ("data", "parent", "prefix")
+    __slots__ = ("bundle", "data", "parent", "prefix")
 
-    def __init__(self, data: Any, parent: FhirDocument | None = None, prefix: tuple[Step, ...] = ()) -> None:
+    def __init__(
+        self,
+        data: Any,
+        parent: FhirDocument | None = None,
+        prefix: tuple[Step, ...] = (),
+        bundle: Any = None,
+    ) -> None:
         self.data = data
         self.parent = parent
         self.prefix = prefix  # the iterate path, without its resource type, that produced this view
+        self.bundle = bundle  # for entries(): the Bundle the resource came in (its fullUrls resolve)
+
+    def resolve(self, url: str) -> Any:
+        """The resource a ``urn:uuid:``/``urn:oid:`` reference (a Bundle entry's fullUrl) or a
+        ``#id`` reference (a contained resource) names, or None: only a resource that came in
+        that Bundle, or that contains it, can be found (nothing is fetched)."""
+        root = self.root
+        if url.startswith("#"):
+            # the resource the view belongs to: an entry's resource, else the root resource
+            holders = [d for d in self._lineage() if isinstance(d, dict) and "resourceType" in d]
+            for holder in holders:
+                for item in holder.get("contained") or []:
+                    if isinstance(item, dict) and item.get("id") == url[1:]:
+                        return item
+            return None
+        bundle = root.bundle if root.bundle is not None else root.data
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            return None
+        for entry in bundle.get("entry") or []:
+            if isinstance(entry, dict) and entry.get("fullUrl") == url:
+                return entry.get("resource")
+        return None
+
+    def _lineage(self) -> list[Any]:
+        found: list[Any] = []
+        doc: FhirDocument | None = self
+        while doc is not None:
+            found.append(doc.data)
+            doc = doc.parent
+        return found
 
     @property
     def root(self) -> FhirDocument:
@@ -280,7 +316,8 @@ class FhirDocument:
     def entries(self) -> list[FhirDocument]:
         """Each ``Bundle.entry.resource`` as a document of its own (no fallback to the Bundle),
         so a resource mapping runs on an entry exactly as on a resource posted alone."""
-        return [FhirDocument(v) for v in evaluate(self.data, parse_path("Bundle.entry.resource")[0])]
+        found = evaluate(self.data, parse_path("Bundle.entry.resource")[0])
+        return [FhirDocument(v, bundle=self.data) for v in found]
 
     def to_data(self) -> Any:
         return plain(self.data)

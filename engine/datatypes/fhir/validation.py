@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
 
-from engine.datatypes.fhir.bindings import BINDINGS, R4_ONLY, REQUIRED
+from engine.datatypes.fhir.bindings import BINDINGS, R4_ONLY, R4B_RESHAPED, REQUIRED
 
 Release = Literal["R4", "R4B", "R5"]
 Level = Literal["structure", "full", "off"]
@@ -101,7 +101,7 @@ def _models(release: Release) -> Any:
 
 def model_class(resource_type: str, release: Release = "R4") -> type[Any] | None:
     """The fhir.resources model of a resource type in ``release``, or None when it has none."""
-    if release == "R4" and resource_type in R4_ONLY:
+    if release == "R4" and (resource_type in R4_ONLY or resource_type in R4B_RESHAPED):
         return None
     try:
         return _models(release)(resource_type)  # type: ignore[no-any-return]
@@ -220,11 +220,12 @@ def _check_types(
     if allowed is not None and kind not in allowed and (top or kind != "Bundle"):
         issues.append(Issue("error", "not-supported", base, "this channel does not accept this resource type"))
     elif model_class(kind, release) is None:
-        reason = (
-            "an R4 resource type that R4B removed: fhir.resources cannot validate it"
-            if release == "R4" and kind in R4_ONLY
-            else f"not a resource type of FHIR {release}"
-        )
+        if release == "R4" and kind in R4_ONLY:
+            reason = "an R4 resource type that R4B removed: fhir.resources cannot validate it"
+        elif release == "R4" and kind in R4B_RESHAPED:
+            reason = f"cannot validate R4 {kind}: R4B changed its shape and fhir.resources has no R4 model"
+        else:
+            reason = f"not a resource type of FHIR {release}"
         issues.append(Issue("error", "not-supported", base, reason))
     return issues
 
@@ -284,7 +285,8 @@ def validate_resource(
         ]
     cls = model_class(str(kind), release)
     if cls is not None:
-        issues += _structure(data, cls, base, release)
+        # R4 is checked with the R4B models: their messages must name R4B, not claim R4
+        issues += _structure(data, cls, base, "R4B (whose models check R4)" if release == "R4" else release)
     if level == "full" and release != "R5":
         for resource, where in _resources(data, base):
             issues += _own(resource, where)
