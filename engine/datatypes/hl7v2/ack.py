@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from functools import lru_cache
 
 from engine.core.contracts import Outcome
 from engine.core.errors import ParseError
@@ -141,7 +142,7 @@ def _ack_text(
     version = (msh.component(12, 1) if msh else "") or "2.5"
     trigger = msh.component(9, 2) if msh else ""
     # MSH-9.3 (message structure) exists from v2.3.1 on; older versions answer ACK^<event>.
-    structure = f"{enc.component}ACK" if _version_numbers(version) >= (2, 3, 1) else ""
+    structure = f"{enc.component}ACK" if _has_structure(version) else ""
     c, fs = enc.component, enc.field
     fields = [
         "MSH",
@@ -210,10 +211,12 @@ def _location(position: str, segments: list[str]) -> tuple[str, str, str]:
     return ("", "", "")
 
 
-def _version_numbers(version: str) -> tuple[int, ...]:
-    """``2.3.1`` -> (2, 3, 1); an unreadable version counts as the 2.5 the ACK then declares."""
+@lru_cache(maxsize=64)
+def _has_structure(version: str) -> bool:
+    """Whether MSH-9 has its message structure component (v2.3.1 on) in this version; an
+    unreadable version counts as the 2.5 the ACK then declares. Cached: ACKs are a hot path."""
     numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
-    return numbers or (2, 5)
+    return (numbers or (2, 5)) >= (2, 3, 1)
 
 
 def _version_tuple(version: str) -> tuple[int, int]:

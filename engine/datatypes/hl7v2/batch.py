@@ -62,5 +62,5 @@ def split(raw: bytes) -> list[bytes]:
 def _has_trailer(body: bytes) -> bool:
     """Whether BTS/FTS trailers follow the message: they close the payload, so only its end
     is searched (the hot path must not scan every message twice)."""
-    end = body[-_TRAILER_SPAN:]
-    return (b"TS" in end) and _TRAILER.search(end) is not None
+    start = max(0, len(body) - _TRAILER_SPAN)
+    return body.find(b"TS", start) >= 0 and _TRAILER.search(body, start) is not None
