@@ -178,6 +178,22 @@ def test_a_ta1_never_copies_line_breaks_from_a_wrapped_isa(first: int) -> None:
     parses_back(answer)
 
 
+def test_a_file_wrapped_at_80_columns_reads_as_the_unwrapped_one() -> None:
+    # VANs and mainframes deliver interchanges cut into 80-character lines, the breaks
+    # falling inside segments and elements; a break is never X12 data, so it is dropped.
+    flat = interchange(po("0001"), po("0002")).replace("\n", "")
+    lines = "\r\n".join(flat[i : i + 80] for i in range(0, len(flat), 80))
+    x = X12DataType()
+    whole, cut = x.split(flat.encode()), x.split(lines.encode())
+    assert len(cut) == len(whole) == 2
+    for a, b in zip(whole, cut, strict=True):
+        assert x.parse(b).get("N1[N101=ST]/N102") == x.parse(a).get("N1[N101=ST]/N102") == "HOSPITAL"
+    answer = ack(lines)
+    assert segments(answer, "AK5") == ["AK5*A", "AK5*A"] and segments(answer, "TA1") == []
+    # one segment per line is no wrapping: its breaks stay (the tokenizer skips them)
+    assert segments(ack(interchange(po("0001"))), "AK5") == ["AK5*A"]
+
+
 def test_a_ta1_replaces_unusable_isa_date_and_time_with_its_own() -> None:
     raw = interchange(po("0001"), ack="1", date="26\x0013", time="99\x0199")
     answer = ack(raw)

@@ -101,7 +101,31 @@ def decode(raw: bytes) -> tuple[str, str]:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = raw.decode("latin-1"), "latin-1"
-    return text.lstrip(BOM).lstrip(_GAP).rstrip(_FILE_PADDING + _GAP), encoding
+    text = text.lstrip(BOM).lstrip(_GAP).rstrip(_FILE_PADDING + _GAP)
+    if "\n" in text or "\r" in text:
+        text = _unwrap(text)
+    return text, encoding
+
+
+def _unwrap(text: str) -> str:
+    """A file wrapped at a fixed width (80 columns, as VANs and mainframes deliver them)
+    without its line breaks; any other text unchanged.
+
+    Wrapped means: the segment terminator is not itself a line break, and some line break
+    stands inside a segment (not right after a terminator). Such a break is never data (X12
+    data holds no control characters), so every line break goes; a file with one segment per
+    line keeps its breaks, which the tokenizer skips between segments anyway.
+    """
+    compact = text.replace("\r", "").replace("\n", "")
+    try:
+        terminator = read_delimiters(compact, 0)[0].segment
+    except ParseError:
+        return text
+    if terminator in "\r\n" or terminator.isalnum() or terminator.isspace():
+        return text
+    if re.search(f"[^{re.escape(terminator)}\r\n][\r\n]", text) is None:
+        return text
+    return compact
 
 
 def read_delimiters(text: str, start: int) -> tuple[Delimiters, int, list[str]]:
