@@ -247,6 +247,16 @@ def test_restart_resumes_queued_and_unprocessed_messages(make_project, monkeypat
     assert [control(r) for r in erp.snapshot()] == [f"R{n}" for n in range(5)]
 
 
+# One FIFO HTTP destination: the order the ERP receives is the order of processing.
+ORDER_CHANNEL = """
+    name: order-in
+    source: {type: mllp, listen: "127.0.0.1:0"}
+    pipeline: {datatype: hl7v2}
+    destinations:
+      - {name: erp, type: http, url: "${ERP_URL}/order"}
+"""
+
+
 def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # An idle started channel processes a new message before storing it (one commit); while
     # earlier messages still wait for processing (here: held by a pause, then recovered on
@@ -256,17 +266,7 @@ def test_processing_on_intake_never_lets_a_message_overtake_earlier_ones(make_pr
     monkeypatch.setattr(channel_module, "IDLE_WAKE_SECS", 30.0)
     with HttpPeer() as erp:
         monkeypatch.setenv("ERP_URL", erp.url)
-        project: Path = make_project(
-            {
-                "order-in": """
-            name: order-in
-            source: {type: mllp, listen: "127.0.0.1:0"}
-            pipeline: {datatype: hl7v2}
-            destinations:
-              - {name: erp, type: http, url: "${ERP_URL}/order"}
-        """
-            }
-        )
+        project: Path = make_project({"order-in": ORDER_CHANNEL})
         with EngineThread(project) as running:
             _, port = running.address("order-in")
             runtime = running.engine.get("order-in")
@@ -303,17 +303,7 @@ def test_a_full_processing_queue_leaves_messages_to_the_store_in_order(make_proj
     monkeypatch.setattr(channel_module, "RECOVERY_PAGE", 3)
     with HttpPeer() as erp:
         monkeypatch.setenv("ERP_URL", erp.url)
-        project: Path = make_project(
-            {
-                "order-in": """
-            name: order-in
-            source: {type: mllp, listen: "127.0.0.1:0"}
-            pipeline: {datatype: hl7v2}
-            destinations:
-              - {name: erp, type: http, url: "${ERP_URL}/order"}
-        """
-            }
-        )
+        project: Path = make_project({"order-in": ORDER_CHANNEL})
         with EngineThread(project) as running:
             _, port = running.address("order-in")
             runtime = running.engine.get("order-in")
@@ -366,17 +356,7 @@ def test_a_recovery_waits_for_a_message_whose_intake_has_not_handed_it_on(make_p
     monkeypatch.setattr(channel_module, "INTAKE_SETTLE_TRIES", 5000)  # ~10 s: never runs out here
     with HttpPeer() as erp:
         monkeypatch.setenv("ERP_URL", erp.url)
-        project: Path = make_project(
-            {
-                "order-in": """
-            name: order-in
-            source: {type: mllp, listen: "127.0.0.1:0"}
-            pipeline: {datatype: hl7v2}
-            destinations:
-              - {name: erp, type: http, url: "${ERP_URL}/order"}
-        """
-            }
-        )
+        project: Path = make_project({"order-in": ORDER_CHANNEL})
         with EngineThread(project) as running:
             _, port = running.address("order-in")
             runtime = running.engine.get("order-in")
