@@ -1,7 +1,10 @@
 """File destination: write each message to its own file, atomically (temp file, fsync, rename).
 
-Readers of the directory never see a partial file: the content goes to
-``<name><temp_suffix>`` first and is renamed over the final name only once it is on disk.
+Readers of the directory never see a partial file. On Linux the content goes to an unnamed
+file in the directory (``O_TMPFILE``) that is linked under its final name once written: no
+temporary name is ever visible and a crash leaves nothing behind. Elsewhere, and to replace
+an existing file, the content goes to ``<name><temp_suffix>`` first and is renamed over the
+final name.
 With the default template the name depends only on the message id, so a delivery repeated
 after a crash replaces the same file and the destination is idempotent.
 """
@@ -113,7 +116,12 @@ class FileDestinationConfig(DestinationConfig):
         min_length=1,
         description="File name template; fields: " + ", ".join(FILENAME_FIELDS) + " (date and time in UTC).",
     )
-    temp_suffix: str = Field(".tmp", min_length=1, description="Suffix of the temporary file renamed into place.")
+    temp_suffix: str = Field(
+        ".tmp",
+        min_length=1,
+        description="Suffix of the temporary file renamed into place (used to replace an existing file, and "
+        "where the filesystem cannot write unnamed files).",
+    )
     fsync: bool = Field(
         True,
         description="Make files durable before they are reported SENT (one filesystem sync per batch of sends).",
@@ -215,6 +223,24 @@ def _fsync_directory(directory: str | Path) -> None:
 
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+# Linux: an unnamed file in a directory, given a name later with linkat(2) through /proc.
+_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+# What open(O_TMPFILE) answers where the filesystem or the kernel cannot do it.
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL})
+
+
+_UNNAMED_REFUSED: set[str] = set()  # directories whose filesystem refused O_TMPFILE
+
+
+def _unnamed_files() -> bool:
+    return bool(getattr(os, "O_TMPFILE", 0)) and os.path.isdir("/proc/self/fd")
+
+
+def _write_all_to(fd: int, content: bytes) -> None:
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _write_temp(plan: _Plan, content: bytes) -> None:
@@ -222,13 +248,44 @@ def _write_temp(plan: _Plan, content: bytes) -> None:
     # system call here hands the GIL back and forth with the busy event loop.
     fd = os.open(plan.temp, _TEMP_FLAGS, 0o666)
     try:
-        view = memoryview(content)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all_to(fd, content)
         if plan.fsync:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_unnamed(plan: _Plan, content: bytes, dir_fd: int) -> bool | None:
+    """Write ``content`` to an unnamed file in ``dir_fd`` and link it as ``plan.name``.
+
+    True when placed, False when a file of that name exists (nothing is left behind), None
+    when this filesystem cannot make unnamed files (the caller writes a temp file instead).
+    One directory entry per file instead of a temp name, a rename and (for the exclusive
+    modes) a link and an unlink.
+    """
+    try:
+        fd = os.open(".", _UNNAMED_FLAGS, 0o666, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in _NO_UNNAMED:
+            _UNNAMED_REFUSED.add(plan.directory)  # asked once per directory, not per file
+            return None
+        raise
+    try:
+        _write_all_to(fd, content)
+        if plan.fsync:
+            os.fsync(fd)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW): os.link uses linkat only when given a directory fd.
+            os.link(f"/proc/self/fd/{fd}", plan.name, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno in _NO_LINKS:
+                return None
+            raise
+    finally:
+        os.close(fd)  # an unnamed file never linked is freed here
+    return True
 
 
 def _place_exclusive(plan: _Plan) -> bool:
@@ -258,10 +315,21 @@ def _conflict(plan: _Plan) -> bool:
     return True
 
 
-def write_file(plan: _Plan, content: bytes) -> bool:
-    """Write ``content`` atomically per ``plan`` (blocking); False when an existing file was kept."""
+def write_file(plan: _Plan, content: bytes, dir_fd: int | None = None) -> bool:
+    """Write ``content`` atomically per ``plan`` (blocking); False when an existing file was kept.
+
+    With ``dir_fd`` (the open directory) the file is written unnamed and linked into place
+    where the platform allows; otherwise, or when the name exists and is to be replaced,
+    through a temp file and a rename.
+    """
     if plan.overwrite != "replace" and os.path.exists(plan.final) and _conflict(plan):
         return False
+    if dir_fd is not None:
+        placed = _write_unnamed(plan, content, dir_fd)
+        if placed:
+            return True
+        if placed is False and plan.overwrite != "replace":
+            return not _conflict(plan)
     try:
         _write_temp(plan, content)
     except FileNotFoundError:
@@ -359,6 +427,7 @@ class FileDestination:
         self._log = log
         self.problem: str | None = None
         self._unsynced: list[str] = []
+        self._unnamed = _unnamed_files()
 
     async def open(self) -> None:
         """Create the directory; a failure here is retried per message, not a held queue."""
@@ -396,22 +465,36 @@ class FileDestination:
 
     def _write_all(self, items: list[Outbound]) -> list[SendResult | Exception]:
         results: list[SendResult | Exception] = []
-        for item in items:
-            try:
-                results.append(self._write_one(item))
-            except (RetryableError, PermanentError) as exc:
-                results.append(exc)
-                break
+        dir_fd = self._open_directory()
+        try:
+            for item in items:
+                try:
+                    results.append(self._write_one(item, dir_fd))
+                except (RetryableError, PermanentError) as exc:
+                    results.append(exc)
+                    break
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
         return results
 
-    def _write_one(self, item: Outbound) -> SendResult:
+    def _open_directory(self) -> int | None:
+        """The directory, open for unnamed files (None: write through temp names instead)."""
+        if not self._unnamed or self._directory_str in _UNNAMED_REFUSED:
+            return None
+        try:
+            return os.open(self._directory_str, _DIR_FLAGS)
+        except OSError:
+            return None  # missing or unusable: the temp-name path creates it or reports why
+
+    def _write_one(self, item: Outbound, dir_fd: int | None = None) -> SendResult:
         name = render_name(self.config.filename, item, time.time())
         if len((name + self.config.temp_suffix).encode()) > MAX_NAME_BYTES:
             raise PermanentError(f"rendered file name is longer than {MAX_NAME_BYTES} bytes; shorten filename")
         # Durability is deferred to flush(), which the runtime calls before recording SENT.
         plan = _Plan(self._directory_str, name, self.config.temp_suffix, self.config.overwrite, False)
         try:
-            written = write_file(plan, item.content)
+            written = write_file(plan, item.content, dir_fd)
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
                 raise PermanentError("rendered file name is too long for this filesystem") from exc
@@ -433,7 +516,7 @@ def _os_reason(exc: OSError) -> str:
 
 FILE_DESTINATION = destination_spec(
     name="file",
-    summary="Write each message to its own file (temp file, fsync, atomic rename); idempotent by default.",
+    summary="Write each message to its own file (atomically, durable before SENT); idempotent by default.",
     config=FileDestinationConfig,
     factory="engine.connectors.file:FileDestination",
     examples=(

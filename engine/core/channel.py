@@ -134,6 +134,38 @@ class DuplicatesDef(Strict):
     window_hours: float = Field(gt=0, description="How long a business key counts as seen (partners wrap numbers).")
 
 
+class RetentionDef(Strict):
+    """How long a channel's finished messages are kept (Mirth's data pruner, per channel).
+
+    A message is finished when it was FILTERED, or TRANSFORMED with every destination of its
+    latest run SENT or FILTERED. Messages still RECEIVED or with a delivery waiting are never
+    pruned; messages in ERROR or EXCEPTION are kept unless ``keep_errors`` is false. Ages
+    count from the later of receipt and the last processing (a reprocessed message starts
+    again). The engine's ``pruning`` settings say how often the pruner runs.
+    """
+
+    content_days: float | None = Field(
+        None,
+        gt=0,
+        description="Drop the stored contents (raw, stages, responses) after this many days; "
+        "the metadata stays searchable, the message can no longer be reprocessed.",
+    )
+    message_days: float | None = Field(
+        None, gt=0, description="Delete finished messages altogether (metadata, attempts) after this many days."
+    )
+    keep_errors: bool = Field(
+        True, description="Never prune messages in ERROR or EXCEPTION, or with a destination in ERROR."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> RetentionDef:
+        if self.content_days is None and self.message_days is None:
+            raise ValueError("retention needs content_days, message_days or both")
+        if self.content_days is not None and self.message_days is not None and self.content_days > self.message_days:
+            raise ValueError("content_days must not be longer than message_days (the content goes with the message)")
+        return self
+
+
 class ChannelDef(Strict):
     """One channel: a source, a pipeline and destinations."""
 
@@ -148,6 +180,9 @@ class ChannelDef(Strict):
     alerts: AlertsDef | None = Field(None, description="Alerts raised by this channel (exception queue).")
     duplicates: DuplicatesDef | None = Field(
         None, description="Refuse a message whose business key was seen within a window (duplicate interchanges)."
+    )
+    retention: RetentionDef | None = Field(
+        None, description="Prune finished messages after a number of days (default: keep everything)."
     )
 
     @field_validator("destinations")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import errno
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.connectors.file import FILENAME_FIELDS, FileDestination, FileDestinationConfig, extension_for, render_name
+from engine.connectors.file import (
+    FILENAME_FIELDS,
+    FileDestination,
+    FileDestinationConfig,
+    _Plan,
+    _unnamed_files,
+    _write_unnamed,
+    extension_for,
+    render_name,
+)
 from engine.core.errors import PermanentError, RetryableError
 from engine.core.logs import bind
 from engine.core.message import Outbound, SendResult
@@ -64,7 +75,9 @@ def test_writes_exact_content_without_leftovers(tmp_path: Path, fsync: bool) -> 
     assert [p.name for p in (tmp_path / "out").iterdir()] == [f"adt-in-{MESSAGE_ID}.hl7"]
 
 
-def test_stale_temp_file_from_a_crash_is_replaced(tmp_path: Path) -> None:
+def test_stale_temp_file_from_a_crash_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A temp name exists only where unnamed files cannot be made (or to replace a file).
+    monkeypatch.setattr("engine.connectors.file._unnamed_files", lambda: False)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / f"adt-in-{MESSAGE_ID}.hl7.part").write_bytes(b"half a mess")
     (result,) = deliver(tmp_path, config(temp_suffix=".part"), item())
@@ -235,10 +248,63 @@ def test_io_errors_are_retryable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["error", "skip"])
 def test_exclusive_modes_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    def no_links(src: object, dst: object) -> None:
+    def no_links(src: object, dst: object, **_kw: object) -> None:
         raise PermissionError(1, "Operation not permitted")  # what vfat answers
 
     monkeypatch.setattr("engine.connectors.file.os.link", no_links)
     (result,) = deliver(tmp_path, config(overwrite=mode), item())
     assert (tmp_path / result.detail).read_bytes() == HL7
     assert len(list((tmp_path / "out").iterdir())) == 1
+
+
+@pytest.mark.skipif(not _unnamed_files(), reason="unnamed files (O_TMPFILE) are a Linux facility")
+def test_files_are_written_unnamed_and_linked_without_a_temp_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_temp_names(plan: object, content: bytes) -> None:
+        raise AssertionError("a temp name was written")
+
+    monkeypatch.setattr("engine.connectors.file._write_temp", no_temp_names)
+    first, second = deliver(tmp_path, config(), item(), item(message_id="01HZX3K9V6Q4M2T8R5N7B1C0DF"))
+    assert (tmp_path / first.detail).read_bytes() == (tmp_path / second.detail).read_bytes() == HL7
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"adt-in-{MESSAGE_ID}.hl7",
+        "adt-in-01HZX3K9V6Q4M2T8R5N7B1C0DF.hl7",
+    ]
+
+
+@pytest.mark.skipif(not _unnamed_files(), reason="unnamed files (O_TMPFILE) are a Linux facility")
+@pytest.mark.parametrize("mode", ["replace", "error", "skip"])
+def test_an_existing_name_is_never_overwritten_by_an_unnamed_file(tmp_path: Path, mode: str) -> None:
+    # The race the exists() check cannot close: the link refuses, nothing is left behind.
+    directory = tmp_path / "out"
+    directory.mkdir()
+    (directory / "taken.hl7").write_bytes(b"one")
+    plan = _Plan(str(directory), "taken.hl7", ".tmp", mode, False)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        assert _write_unnamed(plan, b"two", fd) is False
+    finally:
+        os.close(fd)
+    assert [(p.name, p.read_bytes()) for p in directory.iterdir()] == [("taken.hl7", b"one")]
+
+
+def test_a_filesystem_without_unnamed_files_gets_temp_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.connectors.file as file_module
+
+    real_open = os.open
+    refused: list[str] = []
+
+    def no_tmpfile(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            refused.append(str(path))
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")  # what vfat answers
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(file_module.os, "open", no_tmpfile)
+    monkeypatch.setattr(file_module, "_UNNAMED_REFUSED", set())
+    monkeypatch.setattr(file_module, "_unnamed_files", lambda: True)
+    results = deliver(tmp_path, config(), item(), item(message_id="01HZX3K9V6Q4M2T8R5N7B1C0DF"))
+    assert [(tmp_path / r.detail).read_bytes() for r in results] == [HL7, HL7]
+    assert len(list((tmp_path / "out").iterdir())) == 2
+    assert len(refused) == 1  # asked once, then remembered for the directory
