@@ -42,7 +42,13 @@ class Client:
         self.token = token
 
     def call(
-        self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+        timeout: float = 60.0,
     ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v not in (None, "")}
         url = self.base_url + path + (("?" + urllib.parse.urlencode(query)) if query else "")
@@ -55,7 +61,7 @@ class Client:
         request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - scheme checked above
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked above
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:
@@ -556,9 +562,56 @@ def message_reprocess(
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
+    failed = [r for r in results if "error" in r]
     for r in results:
-        click.echo(f"{r['id']}: run {r['run']} {'queued' if r['queued'] else 'stored (channel not deployed)'}")
-    click.echo(f"{len(results)} message(s) reprocessed", err=True)
+        if "error" in r:
+            click.echo(f"{r['id']}: not reprocessed: {r['error']}")
+        else:
+            click.echo(f"{r['id']}: run {r['run']} {'queued' if r['queued'] else 'stored (channel not deployed)'}")
+    click.echo(f"{len(results) - len(failed)} message(s) reprocessed", err=True)
+    if failed:
+        sys.exit(EXIT_PROBLEMS)
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("channel_name", metavar="[CHANNEL]", required=False)
+@click.option("--status", "show_status", is_flag=True, help="Show the schedule and the last run; prune nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def prune(ctx: click.Context, channel_name: str | None, show_status: bool, as_json: bool) -> None:
+    """Remove what the channels' `retention` says is old enough, now (all channels, or one)."""
+    client = _client(ctx)
+    if show_status:
+        state = client.call("GET", "/api/prune")
+        if as_json:
+            click.echo(json.dumps(state, indent=2))
+            return
+        every = state["interval_minutes"]
+        click.echo(f"schedule: every {every:g} minutes, next {_when(state['next_at'])}" if every else "schedule: off")
+        report = state["last"]
+    else:
+        body = {"channel": channel_name} if channel_name else {}
+        report = client.call("POST", "/api/prune", body=body, timeout=3600.0)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+            return
+    if not report:
+        click.echo("no run yet")
+        return
+    click.echo(f"run {_when(report['started_at'])}, {report['finished_at'] - report['started_at']:.1f} s")
+    rows = [
+        [name, str(r["messages"]), str(r["contents"]), str(r["keys"]), r["error"] or "-"]
+        for name, r in sorted(report["channels"].items())
+    ]
+    if rows:
+        _table(rows, ["CHANNEL", "MESSAGES", "CONTENTS", "KEYS", "ERROR"])
+    else:
+        click.echo("no channel has retention or duplicates set")
+    if any(r["error"] for r in report["channels"].values()):
+        sys.exit(EXIT_PROBLEMS)
 
 
 # -- reference tables ----------------------------------------------------------------------

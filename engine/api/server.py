@@ -105,6 +105,8 @@ class AdminApi:
         r.add_post("/api/tables/_reload", self.reload_tables)
         r.add_get("/api/tables/{name}", self.table)
         r.add_put("/api/tables/{name}", self.load_table)
+        r.add_get("/api/prune", self.prune_status)
+        r.add_post("/api/prune", self.prune)
         r.add_get("/api/messages/{id}", self.message)
         r.add_post("/api/messages/{id}/reprocess", self.reprocess)
 
@@ -227,6 +229,17 @@ class AdminApi:
             raise JunctionError("give at least a channel, a status or a control id to reprocess by filter")
         audit.info("Admin action.", extra={"action": "reprocess-matching", "peer": request.remote})
         return web.json_response(await self.engine.reprocess_matching(query))
+
+    async def prune_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.engine.pruner.status())
+
+    async def prune(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        channel = body.get("channel") if isinstance(body, dict) else None
+        if channel is not None and not isinstance(channel, str):
+            raise JunctionError("channel must be a channel name")
+        audit.info("Admin action.", extra={"action": "prune", "channel": channel or "*", "peer": request.remote})
+        return web.json_response(await self.engine.prune(channel))
 
     async def tables(self, request: web.Request) -> web.Response:
         return web.json_response(await self.engine.tables())

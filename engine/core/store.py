@@ -233,3 +233,38 @@ class MessageStore(Protocol):
         With ``only_if_finished``, only when its latest run is FILTERED, or TRANSFORMED with
         every destination SENT or FILTERED; a message in ERROR keeps its raw to be reprocessed.
         """
+
+    async def prunable(
+        self,
+        channel: str,
+        *,
+        before: float,
+        keep_errors: bool,
+        with_content: bool,
+        after: tuple[float, int] = (0.0, 0),
+        limit: int = 500,
+    ) -> list[tuple[float, int]]:
+        """(received_at, seq) of a channel's messages that retention may remove, in receipt order.
+
+        Prunable: received and last processed before ``before``, and finished: FILTERED, or
+        TRANSFORMED with every destination of the latest run SENT or FILTERED (with
+        ``keep_errors`` false, ERROR, EXCEPTION and destinations in ERROR too); never a
+        message with a row still QUEUED. With ``with_content``, only messages that still hold
+        content. ``after`` is the position to continue from (paging). A read: it never holds
+        up intake.
+        """
+
+    async def prune(
+        self, channel: str, seqs: list[int], *, before: float, keep_errors: bool, content_only: bool
+    ) -> int:
+        """Delete those of ``seqs`` that are still prunable (checked again in the write), or
+        only their contents with ``content_only``; return how many."""
+
+    async def values_page(
+        self, prefix: str, *, after: str = "", orphaned: bool = False, limit: int = 500
+    ) -> list[tuple[str, str]]:
+        """A page of stored values whose key starts with ``prefix``, in key order after
+        ``after``; with ``orphaned``, only values naming a message that is no longer stored."""
+
+    async def delete_values(self, pairs: list[tuple[str, str]]) -> int:
+        """Delete the named values that still hold exactly the given value; return how many."""

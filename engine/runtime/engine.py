@@ -21,6 +21,7 @@ from engine.core.logs import bind
 from engine.core.message import Status
 from engine.core.store import MessageQuery, MessageStore
 from engine.runtime.channel import ChannelRuntime
+from engine.runtime.pruner import Pruner
 from engine.runtime.settings import EngineSettings
 
 log = bind(logging.getLogger("junction.engine"))
@@ -61,6 +62,9 @@ class Engine:
         # Resources plug-ins share across channels (reference tables), keyed by the plug-in.
         self.shared: dict[str, Any] = {}
         self.tables_dir = self.base_dir / "mappings" / "tables"
+        self.pruner = Pruner(
+            self.store, self.settings.pruning, lambda: {name: rt.channel for name, rt in self.channels.items()}
+        )
 
     def _build_store(self) -> MessageStore:
         data = dict(self.settings.store)
@@ -79,6 +83,7 @@ class Engine:
         result = await self.deploy_all()
         for problem in self.load_problems:
             log.error("Channel file is invalid; it was not deployed.", extra={"problem": str(problem)})
+        self.pruner.start()
         log.info("Engine started.", extra={"deployed": len(self.channels), "failed": len(result["failed"])})
 
     def _settle(self) -> None:
@@ -86,6 +91,7 @@ class Engine:
             settle_heap()
 
     async def stop(self) -> None:
+        await self.pruner.stop()
         for name in list(self.channels):
             await self._undeploy(name)
         await self.store.close()
@@ -208,7 +214,10 @@ class Engine:
     # -- messages ----------------------------------------------------------------------------------
 
     async def reprocess(self, message_id: str) -> dict[str, Any]:
-        msg = await self.store.begin_reprocess(message_id)
+        try:
+            msg = await self.store.begin_reprocess(message_id)
+        except ValueError as exc:  # its raw content was pruned (retention, storage: metadata)
+            raise JunctionError(f"message {message_id}: {exc}") from exc
         if msg is None:
             raise JunctionError(f"no message {message_id!r}")
         runtime = self.channels.get(msg.channel)
@@ -220,8 +229,22 @@ class Engine:
         return {"id": msg.id, "channel": msg.channel, "run": msg.run, "queued": runtime is not None}
 
     async def reprocess_matching(self, query: MessageQuery) -> list[dict[str, Any]]:
-        found = await self.store.search(query)
-        return [await self.reprocess(m.id) for m in found]
+        """Reprocess every match; one that cannot be (content pruned) is reported, not fatal."""
+        done: list[dict[str, Any]] = []
+        for found in await self.store.search(query):
+            try:
+                done.append(await self.reprocess(found.id))
+            except JunctionError as exc:
+                done.append({"id": found.id, "channel": found.channel, "error": str(exc)})
+        return done
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def prune(self, channel: str | None = None) -> dict[str, Any]:
+        """Run the pruner now over every deployed channel, or one; its report."""
+        if channel is not None and channel not in self.channels:
+            self.get(channel)  # raises ChannelNotFound with the usual wording
+        return await self.pruner.run(channel)
 
     # -- reference tables ------------------------------------------------------------------------
 

@@ -27,11 +27,27 @@ class LogSettings(_Strict):
     format: Literal["text", "json"] = "text"
 
 
+class PruningSettings(_Strict):
+    interval_minutes: float = Field(
+        60.0,
+        ge=0,
+        description="How often the pruner runs over channels with `retention` or `duplicates`; "
+        "0: only when asked (`junction prune`).",
+    )
+    batch: int = Field(
+        25, ge=1, le=5000, description="Messages removed per write transaction (intake waits for each one)."
+    )
+    pause_ms: float = Field(
+        20.0, ge=0, le=10_000, description="Pause between two batches, so that intake and delivery keep their pace."
+    )
+
+
 class EngineSettings(_Strict):
     channels_dir: str = Field("channels", description="Folder of channel YAML files.")
     store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"}, description="Message store.")
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
+    pruning: PruningSettings = Field(default_factory=PruningSettings)  # type: ignore[arg-type]
     node_id: str = Field("", description="Name of this engine node in leases; default host-pid.")
 
     def node(self) -> str:

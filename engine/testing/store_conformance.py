@@ -765,3 +765,165 @@ class StoreConformance:
             assert control == {"control:ACME:ISA13": "41"}
 
         run(scenario())
+
+    # -- retention ------------------------------------------------------------------------------
+
+    async def _lifecycle(self, store: MessageStore) -> dict[str, InboundMessage]:
+        """One message in each state retention tells apart (all received now)."""
+        now = time.time()
+        msgs = dict(
+            zip(
+                ["sent", "filtered", "waiting", "received", "error", "dest_error", "new"],
+                await accept(store, 6),
+                strict=False,
+            )
+        )
+        new = message(99, received_at=now + 3600)  # received after the cut-off
+        new.seq = await store.add_message(new)
+        msgs["new"] = new
+        await transform(store, msgs["sent"])
+        await transform(store, msgs["waiting"])
+        await transform(store, msgs["dest_error"])
+        await transform(store, new)
+        await store.record_result(ProcessResult(msgs["filtered"].id, 1, Status.FILTERED))
+        await store.record_result(ProcessResult(msgs["error"].id, 1, Status.ERROR, error="parse: bad"))
+        by_id = {e.message_id: e for e in await claim(store, now=now)}
+        await store.finish(
+            [
+                outcome(by_id[msgs["sent"].id], Status.SENT, now),
+                outcome(by_id[msgs["dest_error"].id], Status.ERROR, now, error="gave up"),
+                outcome(by_id[new.id], Status.SENT, now),
+            ]
+        )
+        await store.release([by_id[msgs["waiting"].id]])
+        return msgs
+
+    async def _prune_all(self, store: MessageStore, before: float, *, keep_errors: bool, content_only: bool) -> int:
+        page = await store.prunable(CHANNEL, before=before, keep_errors=keep_errors, with_content=content_only)
+        return await store.prune(
+            CHANNEL, [seq for _, seq in page], before=before, keep_errors=keep_errors, content_only=content_only
+        )
+
+    def test_prune_removes_finished_messages_only(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                msgs = await self._lifecycle(store)
+                other = message(7, channel="other-in")
+                await store.add_message(other)
+                await store.record_result(ProcessResult(other.id, 1, Status.FILTERED))
+                before = time.time() + 60  # everything but "new" is old enough
+                removed = await self._prune_all(store, before, keep_errors=True, content_only=False)
+                left = {s.id for s in await store.search(MessageQuery(channel=CHANNEL))}
+                counters = await store.counters(CHANNEL)
+                gone = await store.get(msgs["sent"].id)
+                other_left = await store.search(MessageQuery(channel="other-in"))
+            assert removed == 2
+            assert gone is None
+            names = {m.id: name for name, m in msgs.items()}
+            assert sorted(names[i] for i in left) == ["dest_error", "error", "new", "received", "waiting"]
+            assert [s.id for s in other_left] == [other.id]  # another channel is not touched
+            # the counters follow the rows that are left (a count may stay behind at zero)
+            assert {key: n for key, n in counters.items() if n} == {
+                "RECEIVED": 1,
+                "TRANSFORMED": 3,
+                "ERROR": 1,
+                f"dest:{DEST}:QUEUED": 1,
+                f"dest:{DEST}:ERROR": 1,
+                f"dest:{DEST}:SENT": 1,
+            }
+
+        run(scenario())
+
+    def test_prune_without_keep_errors_also_removes_errors_but_never_waiting_work(
+        self, store_factory: StoreFactory
+    ) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                msgs = await self._lifecycle(store)
+                removed = await self._prune_all(store, time.time() + 60, keep_errors=False, content_only=False)
+                left = {s.id for s in await store.search(MessageQuery(channel=CHANNEL))}
+            names = {m.id: name for name, m in msgs.items()}
+            assert removed == 4
+            assert sorted(names[i] for i in left) == ["new", "received", "waiting"]
+
+        run(scenario())
+
+    def test_prune_content_only_keeps_searchable_metadata(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                msgs = await self._lifecycle(store)
+                before = time.time() + 60
+                removed = await self._prune_all(store, before, keep_errors=True, content_only=True)
+                again = await store.prunable(CHANNEL, before=before, keep_errors=True, with_content=True)
+                detail = await store.get(msgs["sent"].id)
+                kept = await store.get(msgs["waiting"].id)
+                with pytest.raises(ValueError, match="pruned"):
+                    await store.begin_reprocess(msgs["sent"].id)
+            assert removed == 2
+            assert again == []  # nothing left to drop
+            assert detail is not None and detail.contents == {}
+            assert [(d.status, d.attempts) for d in detail.destinations] == [(Status.SENT, 1)]
+            assert len(detail.attempts) == 1
+            assert kept is not None and (0, "raw") in kept.contents
+
+        run(scenario())
+
+    def test_prune_checks_again_in_the_write(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                msgs = await self._lifecycle(store)
+                before = time.time() + 60
+                page = await store.prunable(CHANNEL, before=before, keep_errors=True, with_content=False)
+                # reprocessed after the read: a new run, RECEIVED again
+                await store.begin_reprocess(msgs["sent"].id)
+                removed = await store.prune(
+                    CHANNEL, [seq for _, seq in page], before=before, keep_errors=True, content_only=False
+                )
+                kept = await store.get(msgs["sent"].id)
+            assert sorted(seq for _, seq in page) == sorted([msgs["sent"].seq, msgs["filtered"].seq])
+            assert removed == 1
+            assert kept is not None and kept.summary.status == Status.RECEIVED
+
+        run(scenario())
+
+    def test_prunable_pages_in_receipt_order(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                msgs = [message(i, received_at=1000.0 + i % 3) for i in range(7)]
+                for msg in msgs:
+                    msg.seq = await store.add_message(msg)
+                    await store.record_result(ProcessResult(msg.id, 1, Status.FILTERED))
+                seen: list[tuple[float, int]] = []
+                after = (0.0, 0)
+                while page := await store.prunable(
+                    CHANNEL, before=time.time() + 60, keep_errors=True, with_content=False, after=after, limit=3
+                ):
+                    seen.extend(page)
+                    after = page[-1]
+            assert seen == sorted((m.received_at, m.seq) for m in msgs)
+
+        run(scenario())
+
+    def test_values_page_finds_orphans_and_delete_values_spares_newer_ones(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                alive, gone = message(1), message(2)
+                await store.add_message(alive, dedupe_key="file-a")
+                await store.add_message(gone, dedupe_key="file-b")
+                await store.record_result(ProcessResult(gone.id, 1, Status.FILTERED))
+                await self._prune_all(store, time.time() + 60, keep_errors=True, content_only=False)
+                prefix = f"dedupe:{CHANNEL}:"
+                everything = await store.values_page(prefix)
+                orphans = await store.values_page(prefix, orphaned=True)
+                await store.put_value("business-key:x:1", "new")
+                stale = await store.delete_values([("business-key:x:1", "old")])
+                dropped = await store.delete_values(orphans)
+                left = await store.get_values(prefix)
+                business = await store.get_values("business-key:")
+            assert sorted(everything) == [(prefix + "file-a", alive.id), (prefix + "file-b", gone.id)]
+            assert orphans == [(prefix + "file-b", gone.id)]
+            assert (stale, dropped) == (0, 1)
+            assert left == {prefix + "file-a": alive.id}
+            assert business == {"business-key:x:1": "new"}
+
+        run(scenario())

@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.core.message import InboundMessage, Status
 from engine.core.store import AttemptRecord, DestinationState, MessageDetail, MessageQuery, MessageSummary
+from engine.store.sqlite.writes import PRUNABLE  # one definition of "prunable" for both sides
 
 SUMMARY_COLUMNS = (
     "m.seq, m.id, m.channel, m.correlation_id, m.received_at, m.control_id, m.status, m.run, m.error, m.source_json"
@@ -219,3 +220,44 @@ def get_values(conn: sqlite3.Connection, prefix: str) -> dict[str, str]:
         "SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, prefix + "\uffff")
     )
     return {key: value for key, value in rows}
+
+
+_PRUNABLE_SCAN = {
+    (keep, content): (
+        "SELECT m.received_at, m.seq FROM messages m INDEXED BY messages_channel_received"  # noqa: S608 - constants
+        f" WHERE {PRUNABLE[keep]}"
+        + (" AND EXISTS (SELECT 1 FROM contents c WHERE c.message_seq = m.seq)" if content else "")
+        + " AND (m.received_at > :at OR (m.received_at = :at AND m.seq > :seq))"
+        " ORDER BY m.received_at, m.seq LIMIT :limit"
+    )
+    for keep in (True, False)
+    for content in (True, False)
+}
+
+
+def prunable(
+    conn: sqlite3.Connection,
+    channel: str,
+    before: float,
+    keep_errors: bool,
+    with_content: bool,
+    after: tuple[float, int],
+    limit: int,
+) -> list[tuple[float, int]]:
+    """(received_at, seq) of a channel's prunable messages (``writes.PRUNABLE``) after ``after``,
+    in receipt order; with ``with_content``, only those that still hold content."""
+    params = {"channel": channel, "before": before, "at": after[0], "seq": after[1], "limit": limit}
+    return [(float(at), int(seq)) for at, seq in conn.execute(_PRUNABLE_SCAN[keep_errors, with_content], params)]
+
+
+_VALUES_PAGE = "SELECT key, value FROM kv WHERE key > ? AND key < ? ORDER BY key LIMIT ?"
+_ORPHANS_PAGE = """SELECT key, value FROM kv WHERE key > ? AND key < ?
+    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = kv.value) ORDER BY key LIMIT ?"""
+
+
+def values_page(conn: sqlite3.Connection, prefix: str, after: str, orphaned: bool, limit: int) -> list[tuple[str, str]]:
+    """A page of (key, value) rows whose key starts with ``prefix``, in key order after ``after``;
+    with ``orphaned``, only those whose value names a message no longer stored."""
+    # keys are TEXT: every key with the prefix sorts below prefix + U+10FFFF
+    bounds = (max(after, prefix), prefix + "\U0010ffff", limit)
+    return [(str(k), str(v)) for k, v in conn.execute(_ORPHANS_PAGE if orphaned else _VALUES_PAGE, bounds)]

@@ -236,3 +236,36 @@ class SqliteStore:
     async def prune_content(self, message_id: str, *, only_if_finished: bool = False) -> bool:
         """Drop every stored content of a message; its metadata and history stay."""
         return await self._write(writes.prune_content, message_id, only_if_finished)
+
+    async def prunable(
+        self,
+        channel: str,
+        *,
+        before: float,
+        keep_errors: bool,
+        with_content: bool,
+        after: tuple[float, int] = (0.0, 0),
+        limit: int = 500,
+    ) -> list[tuple[float, int]]:
+        """Messages retention may remove, in receipt order (a read; see ``reads.prunable``)."""
+        return await self._read(reads.prunable, channel, before, keep_errors, with_content, after, limit)
+
+    async def prune(
+        self, channel: str, seqs: list[int], *, before: float, keep_errors: bool, content_only: bool
+    ) -> int:
+        """Delete the still-prunable messages (or their contents) among ``seqs``."""
+        if not seqs:
+            return 0
+        return await self._write(writes.prune, channel, seqs, before, keep_errors, content_only)
+
+    async def values_page(
+        self, prefix: str, *, after: str = "", orphaned: bool = False, limit: int = 500
+    ) -> list[tuple[str, str]]:
+        """A page of stored values under ``prefix`` (see ``reads.values_page``)."""
+        return await self._read(reads.values_page, prefix, after, orphaned, limit)
+
+    async def delete_values(self, pairs: list[tuple[str, str]]) -> int:
+        """Delete values that still hold exactly what was read."""
+        if not pairs:
+            return 0
+        return await self._write(writes.delete_values, pairs)

@@ -291,3 +291,64 @@ def settings(conn: sqlite3.Connection) -> dict[str, Any]:
 def put_value(conn: sqlite3.Connection, key: str, value: str) -> None:
     """Insert or replace one key/value row."""
     conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+
+# -- pruning (retention) ----------------------------------------------------------------------
+# A message may go when its latest run is done: FILTERED, or TRANSFORMED with every destination
+# SENT or FILTERED; with errors allowed, ERROR/EXCEPTION and destinations in ERROR too. A row
+# still QUEUED (of any run, leased or not) always keeps it. Ages count from the later of
+# receipt and the last processing.
+_PRUNABLE = """m.channel = :channel AND m.received_at < :before AND m.updated_at < :before
+    AND m.status IN ({statuses})
+    AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_seq = m.seq
+        AND (q.status = 'QUEUED' OR (q.run = m.run AND q.status NOT IN ({finished}))))"""
+PRUNABLE = {
+    True: _PRUNABLE.format(statuses="'FILTERED', 'TRANSFORMED'", finished="'SENT', 'FILTERED'"),
+    False: _PRUNABLE.format(
+        statuses="'FILTERED', 'TRANSFORMED', 'ERROR', 'EXCEPTION'", finished="'SENT', 'FILTERED', 'ERROR'"
+    ),
+}
+_STILL_PRUNABLE = {
+    keep: f"SELECT 1 FROM messages m WHERE m.seq = :seq AND {cond}"  # noqa: S608 - constant fragments
+    for keep, cond in PRUNABLE.items()
+}
+_DELETE_MESSAGE = (
+    "DELETE FROM attempts WHERE message_seq = ?",
+    "DELETE FROM queue_content WHERE queue_id IN (SELECT id FROM queue WHERE message_seq = ?)",
+    # queue rows before the message row: their trigger still finds the run to count down
+    "DELETE FROM queue WHERE message_seq = ?",
+    "DELETE FROM contents WHERE message_seq = ?",
+    "DELETE FROM messages WHERE seq = ?",
+)
+_DELETE_CONTENT = (
+    "DELETE FROM queue_content WHERE queue_id IN (SELECT id FROM queue WHERE message_seq = ?)",
+    "DELETE FROM contents WHERE message_seq = ?",
+)
+
+
+def prune(
+    conn: sqlite3.Connection, channel: str, seqs: list[int], before: float, keep_errors: bool, content_only: bool
+) -> int:
+    """Delete the given messages (or only their contents) that are still prunable; return how many.
+
+    The candidates come from a read outside this transaction, so each is checked again here:
+    a message reprocessed or given a new delivery meanwhile is left alone.
+    """
+    check = _STILL_PRUNABLE[keep_errors]
+    statements = _DELETE_CONTENT if content_only else _DELETE_MESSAGE
+    done = 0
+    for seq in seqs:
+        if conn.execute(check, {"seq": seq, "channel": channel, "before": before}).fetchone() is None:
+            continue
+        for statement in statements:
+            conn.execute(statement, (seq,))
+        done += 1
+    return done
+
+
+def delete_values(conn: sqlite3.Connection, pairs: list[tuple[str, str]]) -> int:
+    """Delete kv rows that still hold exactly the value read (a newer value is kept)."""
+    done = 0
+    for key, value in pairs:
+        done += conn.execute("DELETE FROM kv WHERE key = ? AND value = ?", (key, value)).rowcount
+    return done
