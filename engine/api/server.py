@@ -276,7 +276,8 @@ class AdminApi:
         lines.append("# TYPE junction_channel_up gauge")
         for name, rt in self.engine.channels.items():
             lines.append(f'junction_channel_up{{channel="{name}",state="{rt.state}"}} {int(rt.state == "started")}')
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        text = "\n".join(lines) + "\n" + self.engine.metrics.exposition()
+        return web.Response(text=text, content_type="text/plain")
 
 
 async def serve(

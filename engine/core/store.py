@@ -57,6 +57,7 @@ class QueueEntry:
     correlation_id: str
     control_id: str
     source: dict[str, Any] = field(default_factory=dict)
+    received_at: float = 0.0  # when the message was received (for latency metrics)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class DeliveryOutcome:
     retry_at: float | None = None  # when QUEUED: do not claim before this time
     keep_response: bool = True
     response_type: str = ""  # the content type of ``response`` when the destination knows it
+    received_at: float = 0.0  # when the message was received (latency metrics; not stored)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from engine.core.errors import ConfigError, DuplicateMessage, ParseError, Perman
 from engine.core.logs import BoundLogger, bind
 from engine.core.message import InboundMessage, Outbound, Status, StorageMode
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
+from engine.runtime.metrics import Metrics
 from engine.runtime.pipeline import Pipeline, outcome_of
 from engine.runtime.workers import DestinationWorker
 from engine.store import StoreError
@@ -71,6 +72,7 @@ class ChannelRuntime:
         owner: str,
         shared: dict[str, Any] | None = None,
         services: EngineServices | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.channel = channel
         self.services = services
@@ -88,6 +90,11 @@ class ChannelRuntime:
         self.workers: dict[str, list[DestinationWorker]] = {}
         self.source: Source | None = None
         self.stats = Stats()
+        self.metrics = metrics or Metrics()
+        self._intake_seconds = self.metrics.intake.labels(channel=channel.name)
+        self._delivery_seconds = {
+            d.name: self.metrics.delivery.labels(channel=channel.name, destination=d.name) for d in channel.destinations
+        }
         self._queue: asyncio.Queue[Item | None] = asyncio.Queue(QUEUE_MAX)
         self._processor: asyncio.Task[None] | None = None
         self._running = asyncio.Event()
@@ -334,6 +341,7 @@ class ChannelRuntime:
                 "AR", reason=error.reason[:200], position=error.position, error_code=_hl7_code(error.code)
             )
             response = self.pipeline.respond(raw, outcome) if respond else None
+            self._answered(started)
             return SubmitResult(msg.id, False, response, Status.ERROR, reason=f"parse: {error}"[:500])
         seen = await self._seen_before(msg) if self.channel.duplicates and msg.business_key else None
         if seen is not None:
@@ -358,7 +366,7 @@ class ChannelRuntime:
         if early is not None:
             self._inflight.discard(msg.id)
             self._settle([Item(msg, doc)], [early])
-            self.stats.latencies.append(time.perf_counter() - started)
+            self._answered(started)
             response = self.pipeline.respond(raw, Outcome("AA"), doc) if respond else None
             return SubmitResult(msg.id, True, response, Status.RECEIVED)
         waiter: asyncio.Future[ProcessResult] | None = None
@@ -367,14 +375,14 @@ class ChannelRuntime:
             self._waiters[msg.id] = waiter
         self._enqueue(Item(msg, doc))
         if waiter is None:
-            self.stats.latencies.append(time.perf_counter() - started)
+            self._answered(started)
             response = self.pipeline.respond(raw, Outcome("AA"), doc) if respond else None
             return SubmitResult(msg.id, True, response, Status.RECEIVED)
         try:
             result = await waiter
         finally:
             replies = self._replies.pop(msg.id, {})
-        self.stats.latencies.append(time.perf_counter() - started)
+        self._answered(started)
         outcome = outcome_of(result)
         return SubmitResult(
             msg.id,
@@ -796,7 +804,18 @@ class ChannelRuntime:
                     return
                 await asyncio.sleep(policy.delay(attempt))
 
+    def _answered(self, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.stats.latencies.append(elapsed)
+        self._intake_seconds.observe(elapsed)
+
     async def _after_delivery(self, outcomes: list[DeliveryOutcome]) -> None:
+        now = time.time()
+        for outcome in outcomes:
+            if outcome.status == Status.SENT and outcome.received_at:
+                histogram = self._delivery_seconds.get(outcome.destination)
+                if histogram is not None:
+                    histogram.observe(max(now - outcome.received_at, 0.0))
         if self.channel.storage == StorageMode.METADATA:
             for outcome in outcomes:
                 if outcome.status == Status.SENT:

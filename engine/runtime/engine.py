@@ -21,6 +21,7 @@ from engine.core.logs import bind
 from engine.core.message import Status
 from engine.core.store import MessageQuery, MessageStore
 from engine.runtime.channel import ChannelRuntime
+from engine.runtime.metrics import Metrics
 from engine.runtime.pruner import Pruner
 from engine.runtime.settings import EngineSettings
 
@@ -62,6 +63,7 @@ class Engine:
         # Resources plug-ins share across channels (reference tables), keyed by the plug-in.
         self.shared: dict[str, Any] = {}
         self.tables_dir = self.base_dir / "mappings" / "tables"
+        self.metrics = Metrics()  # latency histograms; cumulative across redeploys
         self.pruner = Pruner(
             self.store, self.settings.pruning, lambda: {name: rt.channel for name, rt in self.channels.items()}
         )
@@ -124,7 +126,7 @@ class Engine:
         target = state or (previous.state if previous else channel.initial_state)
         if previous is not None:
             await self._undeploy(name)
-        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner, self.shared, self)
+        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner, self.shared, self, self.metrics)
         await runtime.open()
         self.channels[name] = runtime
         try:

@@ -203,7 +203,12 @@ class DestinationWorker:
         return [self._classify(entry, started, result) for entry, result in zip(entries, results, strict=False)]
 
     def _classify(self, entry: QueueEntry, started: float, result: SendResult | Exception) -> DeliveryOutcome:
-        base = {"message_id": entry.message_id, "run": entry.run, "destination": self.config.name}
+        base = {
+            "message_id": entry.message_id,
+            "run": entry.run,
+            "destination": self.config.name,
+            "received_at": entry.received_at,
+        }
         attempt_no = entry.attempts + 1
         if isinstance(result, SendResult):
             self.sent += 1

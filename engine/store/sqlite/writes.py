@@ -29,7 +29,7 @@ INSERT_QUEUE = """INSERT INTO queue
 INSERT_QUEUE_CONTENT = "INSERT INTO queue_content (queue_id, content) VALUES (?, ?)"
 # Walks the partial index in FIFO order; rows are read lazily and the walk stops early.
 CLAIM_SCAN = """SELECT q.id, q.next_attempt_at, q.lease_until, q.message_seq, q.run, q.attempts, qc.content,
-        q.content_type, m.id, m.correlation_id, m.control_id, m.source_json
+        q.content_type, m.id, m.correlation_id, m.control_id, m.source_json, m.received_at
     FROM queue q JOIN messages m ON m.seq = q.message_seq LEFT JOIN queue_content qc ON qc.queue_id = q.id
     WHERE q.channel = ? AND q.destination = ? AND q.partition = ? AND q.status = 'QUEUED'
     ORDER BY q.message_seq, q.run"""
@@ -172,7 +172,7 @@ def claim(
 
 
 def _entry(channel: str, destination: str, partition: int, row: tuple[Any, ...]) -> QueueEntry:
-    _id, _next, _lease, seq, run, attempts, content, content_type, message_id, correlation, control, source = row
+    _id, _next, _lease, seq, run, attempts, content, content_type, message_id, correlation, control, source, at = row
     return QueueEntry(
         message_id=message_id,
         run=run,
@@ -186,6 +186,7 @@ def _entry(channel: str, destination: str, partition: int, row: tuple[Any, ...])
         correlation_id=correlation,
         control_id=control,
         source=json.loads(source) if source != "{}" else {},
+        received_at=at,
     )
 
 
