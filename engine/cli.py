@@ -573,6 +573,25 @@ def message_reprocess(
         sys.exit(EXIT_PROBLEMS)
 
 
+# -- dashboard -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--open", "open_browser", is_flag=True, help="Open it in the default browser.")
+@click.pass_context
+def dashboard(ctx: click.Context, open_browser: bool) -> None:
+    """Print the dashboard's address with a sign-in link (the token rides in the #fragment,
+    which a browser never sends to a server)."""
+    client = _client(ctx)
+    client.call("GET", "/api/health")  # the engine is up and takes this token
+    link = f"{client.base_url}/dashboard#token={urllib.parse.quote(client.token, safe='')}"
+    click.echo(link)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(link)
+
+
 # -- retention -----------------------------------------------------------------------------
 
 

@@ -1,9 +1,13 @@
-"""Admin HTTP API (aiohttp): channels, messages, health, metrics. Bearer token required."""
+"""Admin HTTP API (aiohttp): channels, messages, health, metrics, and the dashboard page.
+
+Every API path needs the bearer token; the dashboard's static files do not (they hold no
+data, and the page calls the API with the token the user gives it)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import logging
 import os
@@ -12,6 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, is_dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +91,31 @@ def detail_json(detail: MessageDetail, with_content: bool) -> dict[str, Any]:
     }
 
 
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/dashboard"})
+DASHBOARD_ASSETS = {"dashboard.html": "text/html", "dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+# The page loads nothing but its own files and talks to nothing but this API.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    return resources.files("engine.api").joinpath("static", name).read_bytes()
+
+
+def _static(name: str) -> web.Response:
+    return web.Response(
+        body=_asset(name), content_type=DASHBOARD_ASSETS[name], charset="utf-8", headers=DASHBOARD_HEADERS
+    )
+
+
 class AdminApi:
     def __init__(self, engine: Engine, token: str) -> None:
         self.engine = engine
@@ -93,6 +123,9 @@ class AdminApi:
         self.app = web.Application(middlewares=[self._errors, self._auth], client_max_size=64 << 20)
         r = self.app.router
         r.add_get("/healthz", self.healthz)
+        r.add_get("/", self.home)
+        r.add_get("/dashboard", self.dashboard)
+        r.add_get("/dashboard/{asset}", self.dashboard_asset)
         r.add_get("/metrics", self.metrics)
         r.add_get("/api/health", self.health)
         r.add_get("/api/channels", self.channels)
@@ -112,8 +145,8 @@ class AdminApi:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path == "/healthz":
-            return await handler(request)
+        if request.path in PUBLIC_PATHS or request.path.startswith("/dashboard/"):
+            return await handler(request)  # no data: the dashboard reads everything through the API
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode()):
@@ -141,6 +174,18 @@ class AdminApi:
             return problem(400, "Bad request", str(exc))
         except OSError as exc:
             return problem(409, "Could not complete the action", str(exc))
+
+    async def home(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/dashboard")
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        return _static("dashboard.html")
+
+    async def dashboard_asset(self, request: web.Request) -> web.Response:
+        name = request.match_info["asset"]
+        if name not in DASHBOARD_ASSETS:
+            return problem(404, "Not found", "no such dashboard file")
+        return _static(name)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
