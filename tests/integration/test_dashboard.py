@@ -83,6 +83,12 @@ def test_the_dashboard_shows_channels_and_messages_and_acts(engine: EngineProces
             destinations = await page.wait_for(ROWS.format(table="detail-destinations"))
             assert sorted(d.split("\t")[1] for d in destinations) == ["archive", "erp"]
             assert "MSH|" not in await page.evaluate("document.body.innerText")
+            shown = await page.evaluate("document.getElementById('detail-id').textContent")
+            await page.evaluate("document.getElementById('reprocess').click()")
+            deadline = time.monotonic() + 15
+            while engine.call("GET", f"/api/messages/{shown}")["message"]["run"] != 2:
+                assert time.monotonic() < deadline, "the reprocess button did not start a new run"
+                await asyncio.sleep(0.1)
             # an action: pause from the page, seen by the API and by the page
             await page.evaluate(
                 'document.querySelector(\'button[data-channel="lab-in"][data-action="pause"]\').click()'
