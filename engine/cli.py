@@ -360,6 +360,8 @@ def channel_status(ctx: click.Context, name: str | None, as_json: bool) -> None:
             click.echo(f"  source PROBLEM: {source['problem']}")
         if (ch.get("processing") or {}).get("problem"):
             click.echo(f"  processing PROBLEM: {ch['processing']['problem']}")
+        for alert in ch.get("alerts") or []:
+            click.echo("  " + _alert_line(alert))
         counters = ch.get("counters", {})
         plain = {k: v for k, v in counters.items() if not k.startswith("dest:")}
         click.echo("  messages: " + (", ".join(f"{k.lower()}={v}" for k, v in sorted(plain.items())) or "none"))
@@ -370,6 +372,21 @@ def channel_status(ctx: click.Context, name: str | None, as_json: bool) -> None:
             )
             warn = f"  PROBLEM: {dest['problem']}" if dest.get("problem") else ""
             click.echo(f"  -> {dest['name']} ({dest['type']}): {parts or 'nothing yet'}{warn}")
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    """One raised threshold alert of ``junction channel status``."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(alert.get("since") or 0)))
+    value, threshold = alert.get("value"), alert.get("threshold")
+    event = alert.get("event", "?")
+    if event == "errors":
+        what = f"{value} errors in {alert.get('window_minutes')} min (threshold {threshold})"
+    elif event == "queue-age":
+        what = f"oldest queued {value} min ago (threshold {threshold} min)"
+    else:
+        what = f"{value} queued (threshold {threshold})"
+    where = f" -> {alert['destination']}" if alert.get("destination") else ""
+    return f"ALERT {event}{where}: {what} since {since}"
 
 
 def _channel_action(action: str) -> click.Command:

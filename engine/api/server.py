@@ -321,6 +321,14 @@ class AdminApi:
         lines.append("# TYPE junction_channel_up gauge")
         for name, rt in self.engine.channels.items():
             lines.append(f'junction_channel_up{{channel="{name}",state="{rt.state}"}} {int(rt.state == "started")}')
+        lines.append("# HELP junction_alert Threshold alerts raised now (alerts.errors, alerts.queue), 1 each.")
+        lines.append("# TYPE junction_alert gauge")
+        for name, rt in self.engine.channels.items():
+            for alert in rt.thresholds.raised() if rt.thresholds is not None else []:
+                lines.append(
+                    f'junction_alert{{channel="{name}",event="{alert.event}",'
+                    f'destination="{alert.destination or ""}"}} 1'
+                )
         text = "\n".join(lines) + "\n" + self.engine.metrics.exposition()
         return web.Response(text=text, content_type="text/plain")
 

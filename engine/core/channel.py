@@ -118,11 +118,41 @@ class PipelineDef(Strict):
     transform: TransformConfig | None = Field(None, description="Default: passthrough.")
 
 
+class ErrorAlertDef(Strict):
+    """Raise an alert when a channel has this many errors within a sliding window: messages
+    refused or stored as ERROR or EXCEPTION, and deliveries that gave up (destination ERROR)."""
+
+    count: int = Field(gt=0, description="Errors within the window that raise the alert.")
+    minutes: float = Field(gt=0, le=1440, description="Length of the sliding window, in minutes (at most a day).")
+
+
+class QueueAlertDef(Strict):
+    """Raise an alert, per destination, when its queue is too deep or waits too long."""
+
+    depth: int | None = Field(None, gt=0, description="Messages QUEUED for one destination that raise the alert.")
+    age_minutes: float | None = Field(
+        None, gt=0, description="Raise the alert when a destination's oldest QUEUED message waited this long."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> QueueAlertDef:
+        if self.depth is None and self.age_minutes is None:
+            raise ValueError("queue alerts need depth, age_minutes or both")
+        return self
+
+
 class AlertsDef(Strict):
-    """Where a channel raises alerts (a message sent to the exception queue)."""
+    """Where and when a channel raises alerts: a message sent to the exception queue, and
+    thresholds on errors and on destination queues (one alert when crossed, one when cleared)."""
 
     webhook: DestinationConfig | None = Field(
         None, description="A destination (usually type: http) that receives each alert as JSON."
+    )
+    errors: ErrorAlertDef | None = Field(
+        None, description="Alert when errors reach a count within a window of minutes (count, minutes)."
+    )
+    queue: QueueAlertDef | None = Field(
+        None, description="Alert when a destination queue reaches a depth or its oldest message an age."
     )
 
 
@@ -177,7 +207,9 @@ class ChannelDef(Strict):
     source: SourceConfig
     pipeline: PipelineDef
     destinations: list[DestinationConfig] = Field(default_factory=list)
-    alerts: AlertsDef | None = Field(None, description="Alerts raised by this channel (exception queue).")
+    alerts: AlertsDef | None = Field(
+        None, description="Alerts raised by this channel (exception queue, error and queue thresholds)."
+    )
     duplicates: DuplicatesDef | None = Field(
         None, description="Refuse a message whose business key was seen within a window (duplicate interchanges)."
     )

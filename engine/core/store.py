@@ -201,6 +201,11 @@ class MessageStore(Protocol):
     async def next_retry_at(self, channel: str, destination: str, partition: int) -> float | None:
         """Return the earliest retry time of the partition's QUEUED rows, or None if none wait."""
 
+    async def oldest_queued(self, channel: str, destination: str) -> float | None:
+        """When the oldest row still QUEUED for the destination (any partition, leased or
+        not, waiting for a retry or not) was queued, as epoch seconds; None when none waits.
+        A read, for queue-age alerts."""
+
     async def reset_leases(self) -> int:
         """Release every lease (single-node recovery at start-up); return how many."""
 

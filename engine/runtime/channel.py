@@ -7,6 +7,7 @@ hold). ``undeployed`` is the engine's business: a ChannelRuntime exists only dep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -22,8 +23,9 @@ from engine.core.channel import ChannelDef
 from engine.core.contracts import Destination, Document, EngineServices, Outcome, Reply, Source, SubmitResult
 from engine.core.errors import ConfigError, DuplicateMessage, ParseError, PermanentError
 from engine.core.logs import BoundLogger, bind
-from engine.core.message import InboundMessage, Outbound, Status, StorageMode
+from engine.core.message import InboundMessage, Outbound, Status, StorageMode, new_id
 from engine.core.store import DeliveryOutcome, MessageStore, ProcessResult
+from engine.runtime.alerts import ALERT_CHECK_SECS, AlertChange, QueueFigures, ThresholdAlerts
 from engine.runtime.metrics import Metrics
 from engine.runtime.pipeline import Pipeline, outcome_of
 from engine.runtime.workers import DestinationWorker
@@ -73,7 +75,11 @@ class ChannelRuntime:
         shared: dict[str, Any] | None = None,
         services: EngineServices | None = None,
         metrics: Metrics | None = None,
+        *,
+        alert_check_secs: float = ALERT_CHECK_SECS,
     ) -> None:
+        """``alert_check_secs``: how often the thresholds of ``alerts.errors`` and
+        ``alerts.queue`` are checked (the engine setting ``alerts.check_secs``)."""
         self.channel = channel
         self.services = services
         self.name = channel.name
@@ -110,6 +116,12 @@ class ChannelRuntime:
         self.processing_problem: str | None = None  # why processing is failing, while it is
         self.alert_destination: Destination | None = None
         self._alerts: set[asyncio.Task[None]] = set()
+        alerts = channel.alerts
+        watched = alerts is not None and (alerts.errors is not None or alerts.queue is not None)
+        self.thresholds = ThresholdAlerts(alerts) if alerts is not None and watched else None
+        self.alert_check_secs = alert_check_secs
+        self._monitor: asyncio.Task[None] | None = None
+        self._alert_order = asyncio.Lock()  # raised and cleared reach the webhook in order
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -201,6 +213,8 @@ class ChannelRuntime:
             self._running.clear()
         self._recover = True
         self._processor = asyncio.create_task(self._process_loop(), name=f"processor:{self.name}")
+        if self.thresholds is not None:
+            self._monitor = asyncio.create_task(self._monitor_loop(), name=f"alerts:{self.name}")
         assert self.source is not None
         try:
             await self.source.start()
@@ -232,6 +246,10 @@ class ChannelRuntime:
             self._processor.cancel()
             await asyncio.gather(self._processor, return_exceptions=True)
             self._processor = None
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
+            self._monitor = None
         for worker in self._all_workers():
             await worker.stop()
         self.workers.clear()
@@ -332,7 +350,7 @@ class ChannelRuntime:
             except DuplicateMessage as dup:
                 return await self._duplicate(raw, dup.message_id, respond)
             self.stats.received += 1
-            self.stats.errors += 1
+            self._count_errors()
             self.log.warning(
                 "Message refused: it could not be parsed.",
                 extra={"message_id": msg.id, "position": error.position, "reason": error.reason},
@@ -440,7 +458,7 @@ class ChannelRuntime:
         except DuplicateMessage as dup:
             return await self._duplicate(raw, dup.message_id, respond)
         self.stats.received += 1
-        self.stats.errors += 1
+        self._count_errors()
         self.log.warning("Duplicate refused.", extra={"message_id": msg.id, "first_message_id": seen[0]})
         outcome = Outcome("AR", reason="duplicate message", error_code="205", duplicate=True)
         response = self.pipeline.respond(raw, outcome) if respond else None
@@ -512,7 +530,7 @@ class ChannelRuntime:
             except DuplicateMessage as dup:
                 return SubmitResult(dup.message_id, False, None, DUPLICATE, reason=f"refused: {reason}"[:500])
         self.stats.received += 1
-        self.stats.errors += 1
+        self._count_errors()
         self.log.warning("Message refused by the source.", extra={"message_id": msg.id, "reason": reason})
         response = self.pipeline.respond(raw, Outcome("AR", reason=reason[:200], error_code="100"))
         return SubmitResult(msg.id, False, response, Status.ERROR, reason=f"refused: {reason}"[:500])
@@ -735,7 +753,7 @@ class ChannelRuntime:
             if result.status == Status.EXCEPTION:
                 self._raise_alert(item.msg, result)
             if result.status in (Status.ERROR, Status.EXCEPTION):
-                self.stats.errors += 1
+                self._count_errors()
                 self.log.warning(
                     "Message processing failed.",
                     extra={"message_id": item.msg.id, "status": str(result.status), "error": result.error[:300]},
@@ -770,8 +788,6 @@ class ChannelRuntime:
         """An EXCEPTION is a business alert: a log event, and the channel's webhook if it has one."""
         fields = {"message_id": msg.id, "control_id": msg.control_id, "rule": result.rule, "field": result.field}
         self.log.warning("Message sent to the exception queue.", extra=fields)
-        if self.alert_destination is None or self.alert_destination.problem:
-            return
         alert = {
             "event": "exception",
             "channel": self.name,
@@ -781,28 +797,117 @@ class ChannelRuntime:
             "at": time.time(),
             **fields,
         }
-        task = asyncio.create_task(self._send_alert(msg, json.dumps(alert).encode()))
+        self._post_alert(alert, msg.id, correlation_id=msg.correlation_id, control_id=msg.control_id)
+
+    def adopt_alerts(self, previous: ChannelRuntime) -> None:
+        """On redeploy (after ``open``): carry the previous deployment's raised threshold
+        alerts and error count over, so that nothing is raised twice and each raised alert
+        still gets its cleared event; with no thresholds left, they are cleared now."""
+        if previous.thresholds is None:
+            return
+        if self.thresholds is not None:
+            self.thresholds.carry_over(previous.thresholds)
+            return
+        for alert in previous.thresholds.raised():
+            self._announce(AlertChange(alert, cleared=True))
+
+    def _count_errors(self, count: int = 1) -> None:
+        """A message refused or in ERROR/EXCEPTION, or a delivery that gave up."""
+        self.stats.errors += count
+        if self.thresholds is not None:
+            self.thresholds.record_errors(count)
+
+    async def _monitor_loop(self) -> None:
+        """Check the thresholds of ``alerts.errors`` and ``alerts.queue`` every ``alert_check_secs``."""
+        assert self.thresholds is not None
+        failing = False
+        while True:
+            await asyncio.sleep(self.alert_check_secs)
+            queues: dict[str, QueueFigures] | None = None
+            if self.thresholds.watches_queues:
+                try:
+                    queues = await self._queue_figures()
+                except Exception as exc:  # noqa: BLE001 - the monitor must outlive a failing store
+                    if not failing:
+                        self.log.warning(
+                            "Queue alerts could not be checked; trying again.", extra={"error": str(exc)[:300]}
+                        )
+                    failing = True
+                else:
+                    failing = False
+            for change in self.thresholds.check(queues):
+                self._announce(change)
+
+    async def _queue_figures(self) -> dict[str, QueueFigures]:
+        """Every destination's QUEUED count (store counters) and, for age alerts, how long its
+        oldest QUEUED row has waited (only read when something waits)."""
+        assert self.thresholds is not None
+        counters = await self.store.counters(self.name)
+        figures: dict[str, QueueFigures] = {}
+        for config in self.channel.destinations:
+            depth = counters.get(f"dest:{config.name}:QUEUED", 0)
+            age = None
+            if depth > 0 and self.thresholds.watches_age:
+                oldest = await self.store.oldest_queued(self.name, config.name)
+                age = max(0.0, time.time() - oldest) if oldest is not None else None
+            figures[config.name] = QueueFigures(depth, age)
+        return figures
+
+    def _announce(self, change: AlertChange) -> None:
+        """A threshold alert raised or cleared: a log event and the webhook, figures only (no
+        message ids, control ids or content)."""
+        alert = change.alert
+        fields: dict[str, Any] = {"event": change.event, "value": alert.value, "threshold": alert.threshold}
+        if alert.destination is not None:
+            fields["destination"] = alert.destination
+        if alert.window_minutes is not None:
+            fields["window_minutes"] = alert.window_minutes
+        self.log.warning("Alert cleared." if change.cleared else "Alert raised.", extra=fields)
+        body = {
+            "event": change.event,
+            "channel": self.name,
+            "destination": alert.destination,
+            "value": alert.value,
+            "threshold": alert.threshold,
+            **({"window_minutes": alert.window_minutes} if alert.window_minutes is not None else {}),
+            "since": alert.since,
+            "at": time.time(),
+        }
+        alert_id = new_id()  # an alert is about no message: an id of its own for the webhook
+        self._post_alert(body, alert_id, correlation_id=alert_id, ordered=True)
+
+    def _post_alert(
+        self, alert: dict[str, Any], item_id: str, *, correlation_id: str, control_id: str = "", ordered: bool = False
+    ) -> None:
+        """Send an alert to the webhook in the background, if the channel has a usable one.
+        ``ordered``: after the earlier ordered alerts (a cleared event never overtakes its raise)."""
+        if self.alert_destination is None or self.alert_destination.problem:
+            return
+        body = json.dumps(alert).encode()
+        item = Outbound(item_id, self.name, "alerts", correlation_id, body, "application/json", control_id)
+        task = asyncio.create_task(self._send_alert(item, str(alert["event"]), ordered))
         self._alerts.add(task)
         task.add_done_callback(self._alerts.discard)
 
-    async def _send_alert(self, msg: InboundMessage, body: bytes) -> None:
-        """Best effort with the webhook's retry policy (at most 5 tries): the exception itself is
-        stored and searchable whatever happens to its alert."""
+    async def _send_alert(self, item: Outbound, event: str, ordered: bool) -> None:
+        """Best effort with the webhook's retry policy (at most 5 tries): an exception is stored
+        and searchable, and a threshold shows in the channel status, whatever happens to the alert."""
         assert self.alert_destination is not None and self.channel.alerts and self.channel.alerts.webhook
         policy = self.channel.alerts.webhook.retry
-        item = Outbound(msg.id, self.name, "alerts", msg.correlation_id, body, "application/json", msg.control_id)
-        for attempt in range(1, 6):
-            item.attempt = attempt
-            try:
-                await self.alert_destination.send(item)
-                return
-            except Exception as exc:  # noqa: BLE001 - alerts never break processing
-                if attempt == 5 or policy.gives_up(attempt) or isinstance(exc, PermanentError):
-                    self.log.error(
-                        "Alert could not be delivered.", extra={"message_id": msg.id, "error": str(exc)[:300]}
-                    )
+        async with self._alert_order if ordered else contextlib.nullcontext():
+            for attempt in range(1, 6):
+                item.attempt = attempt
+                try:
+                    await self.alert_destination.send(item)
                     return
-                await asyncio.sleep(policy.delay(attempt))
+                except Exception as exc:  # noqa: BLE001 - alerts never break processing
+                    if attempt == 5 or policy.gives_up(attempt) or isinstance(exc, PermanentError):
+                        self.log.error(
+                            "Alert could not be delivered.",
+                            extra={"event": event, "message_id": item.message_id, "error": str(exc)[:300]},
+                        )
+                        return
+                    await asyncio.sleep(policy.delay(attempt))
 
     def _answered(self, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -816,6 +921,9 @@ class ChannelRuntime:
                 histogram = self._delivery_seconds.get(outcome.destination)
                 if histogram is not None:
                     histogram.observe(max(now - outcome.received_at, 0.0))
+        gave_up = sum(1 for outcome in outcomes if outcome.status == Status.ERROR)
+        if gave_up and self.thresholds is not None:
+            self.thresholds.record_errors(gave_up)
         if self.channel.storage == StorageMode.METADATA:
             for outcome in outcomes:
                 if outcome.status == Status.SENT:
@@ -840,6 +948,7 @@ class ChannelRuntime:
                 "problem": getattr(self.source, "problem", None),
             },
             "processing": {"problem": self.processing_problem},
+            "alerts": [alert.as_dict() for alert in self.thresholds.raised()] if self.thresholds else [],
             "destinations": [
                 {
                     "name": d.name,

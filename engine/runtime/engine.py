@@ -126,8 +126,19 @@ class Engine:
         target = state or (previous.state if previous else channel.initial_state)
         if previous is not None:
             await self._undeploy(name)
-        runtime = ChannelRuntime(channel, self.store, self.base_dir, self.owner, self.shared, self, self.metrics)
+        runtime = ChannelRuntime(
+            channel,
+            self.store,
+            self.base_dir,
+            self.owner,
+            self.shared,
+            self,
+            self.metrics,
+            alert_check_secs=self.settings.alerts.check_secs,
+        )
         await runtime.open()
+        if previous is not None:
+            runtime.adopt_alerts(previous)
         self.channels[name] = runtime
         try:
             if target == "started":
@@ -206,7 +217,7 @@ class Engine:
             info = self.channels[name].describe()
         else:
             self.channel_path(name)
-            info = {"name": name, "state": "undeployed", "source": None, "destinations": []}
+            info = {"name": name, "state": "undeployed", "source": None, "destinations": [], "alerts": []}
         info["counters"] = await self.store.counters(name)
         return info
 

@@ -1,4 +1,4 @@
-"""Engine settings (config/junction.yaml): store, admin API, logging."""
+"""Engine settings (config/junction.yaml): store, admin API, logging, pruning, alert checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.core.errors import ConfigError
 from engine.core.loader import load_model, load_yaml, resolve_plugin, validate_model
+from engine.runtime.alerts import ALERT_CHECK_SECS
 
 
 class _Strict(BaseModel):
@@ -42,12 +43,22 @@ class PruningSettings(_Strict):
     )
 
 
+class AlertSettings(_Strict):
+    check_secs: float = Field(
+        ALERT_CHECK_SECS,
+        gt=0,
+        le=3600,
+        description="How often each channel checks its alert thresholds (alerts.errors, alerts.queue).",
+    )
+
+
 class EngineSettings(_Strict):
     channels_dir: str = Field("channels", description="Folder of channel YAML files.")
     store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"}, description="Message store.")
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
     log: LogSettings = Field(default_factory=LogSettings)  # type: ignore[arg-type]
     pruning: PruningSettings = Field(default_factory=PruningSettings)  # type: ignore[arg-type]
+    alerts: AlertSettings = Field(default_factory=AlertSettings)  # type: ignore[arg-type]
     node_id: str = Field("", description="Name of this engine node in leases; default host-pid.")
 
     def node(self) -> str:

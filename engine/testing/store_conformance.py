@@ -534,6 +534,46 @@ class StoreConformance:
 
         run(scenario())
 
+    def test_oldest_queued_is_the_longest_waiting_row_of_the_destination(self, store_factory: StoreFactory) -> None:
+        async def scenario() -> None:
+            async with store_factory() as store:
+                empty = await store.oldest_queued(CHANNEL, DEST)
+                first, second = await accept(store, 2)
+                await accept(store, 1, channel="other-in", start=10)
+                await transform(store, first, route(partition=1))
+                await asyncio.sleep(0.02)  # distinct queue times
+                await transform(store, second, route(partition=0), route("elsewhere"))
+                created = {}
+                for msg in (first, second):
+                    detail = await store.get(msg.id)
+                    assert detail is not None
+                    created[msg.id] = next(d.created_at for d in detail.destinations if d.destination == DEST)
+                oldest = await store.oldest_queued(CHANNEL, DEST)
+                now = time.time()
+                leased = await claim(store, now=now, partition=1)
+                while_leased = await store.oldest_queued(CHANNEL, DEST)
+                await store.finish([outcome(e, Status.SENT, now) for e in leased])
+                after_sent = await store.oldest_queued(CHANNEL, DEST)
+                (head,) = await claim(store, now=now, partition=0)
+                await store.finish([outcome(head, Status.QUEUED, now, retry_at=now + 60)])
+                retrying = await store.oldest_queued(CHANNEL, DEST)
+                (head,) = await claim(store, now=now + 61, partition=0)
+                await store.finish([outcome(head, Status.ERROR, now + 61, error="gave up")])
+                gone = await store.oldest_queued(CHANNEL, DEST)
+                elsewhere = await store.oldest_queued(CHANNEL, "elsewhere")
+                other_channel = await store.oldest_queued("other-in", DEST)
+            assert empty is None
+            assert created[first.id] < created[second.id]
+            assert oldest == pytest.approx(created[first.id], abs=1e-3)  # across partitions
+            assert while_leased == pytest.approx(created[first.id], abs=1e-3)  # a claim is still waiting
+            assert after_sent == pytest.approx(created[second.id], abs=1e-3)
+            assert retrying == pytest.approx(created[second.id], abs=1e-3)  # a retry keeps its queue time
+            assert gone is None  # ERROR no longer waits
+            assert elsewhere == pytest.approx(created[second.id], abs=1e-3)
+            assert other_channel is None
+
+        run(scenario())
+
     def test_reset_leases(self, store_factory: StoreFactory) -> None:
         async def scenario() -> None:
             now = time.time()

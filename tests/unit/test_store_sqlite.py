@@ -23,6 +23,7 @@ from engine.core.message import InboundMessage, Status
 from engine.core.store import MessageQuery
 from engine.store import SchemaVersionError, StoreError
 from engine.store.sqlite import SQLITE_STORE, SqliteStore, SqliteStoreConfig
+from engine.store.sqlite.reads import OLDEST_QUEUED
 from engine.store.sqlite.schema import LATEST
 from engine.store.sqlite.writes import CLAIM_SCAN
 from engine.testing.store_conformance import StoreConformance, StoreFactory, accept, run, transform
@@ -167,6 +168,14 @@ def test_claim_walks_the_partial_index(tmp_path: Path) -> None:
         plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + CLAIM_SCAN, ("c", "d", 0)))
     assert "queue_claim" in plan
     assert "TEMP B-TREE" not in plan  # FIFO order comes from the index, not from a sort
+
+
+def test_oldest_queued_reads_the_partial_index(tmp_path: Path) -> None:
+    _open_close(tmp_path)
+    with contextlib.closing(sqlite3.connect(tmp_path / DB)) as conn:
+        plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + OLDEST_QUEUED, ("c", "d")))
+    assert "queue_claim" in plan  # waiting rows only, however much history piles up
+    assert "SCAN queue" not in plan
 
 
 def test_config_defaults_and_unknown_keys() -> None:

@@ -201,6 +201,10 @@ class SqliteStore:
         """When a claim on the partition could next return a row (see ``reads.next_retry_at``)."""
         return await self._read(reads.next_retry_at, channel, destination, partition)
 
+    async def oldest_queued(self, channel: str, destination: str) -> float | None:
+        """When the destination's oldest QUEUED row was queued (see ``reads.oldest_queued``)."""
+        return await self._read(reads.oldest_queued, channel, destination)
+
     async def put_value(self, key: str, value: str) -> None:
         """Store a small named value (control numbers, reference-table versions)."""
         await self._write(writes.put_value, key, value)
