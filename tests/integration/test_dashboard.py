@@ -30,6 +30,8 @@ CHANNEL = """
     destinations:
       - {name: archive, type: file, directory: var/out/lab}
       - {name: erp, type: http, url: "${ERP_URL:-}"}
+    alerts:
+      queue: {depth: 2}
 """
 ROWS = "[...document.querySelectorAll('#{table} tbody tr')].map(tr => tr.innerText)"
 
@@ -42,6 +44,10 @@ def oru(n: int) -> bytes:
 def engine(tmp_path: Path) -> EngineProcess:
     (tmp_path / "channels").mkdir()
     (tmp_path / "channels" / "lab-in.yaml").write_text(textwrap.dedent(CHANNEL), encoding="utf-8")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "junction.yaml").write_text(
+        "api: {listen: '${JUNCTION_API_LISTEN:-127.0.0.1:8780}'}\nalerts: {check_secs: 0.2}\n", encoding="utf-8"
+    )
     with EngineProcess(tmp_path) as running:
         with socket.create_connection(running.address("lab-in"), timeout=10) as sock:
             assert [msa(mllp_exchange(sock, oru(n)))[0] for n in range(3)] == ["AA"] * 3
@@ -70,6 +76,10 @@ def test_the_dashboard_shows_channels_and_messages_and_acts(engine: EngineProces
             assert "archive: sent 3" in line
             assert "erp: queued 3" in line
             assert "url is not configured" in line  # the destination's problem
+            # the raised queue alert (3 waiting for erp, threshold 2) shows as a problem
+            await page.wait_for(
+                "(r => r[0].includes('alert: queue-depth erp'))(" + ROWS.format(table="channels") + ")"
+            )
             messages = await page.evaluate(ROWS.format(table="messages"))
             assert len(messages) == 4
             assert sum("LAB" in m for m in messages) == 3
