@@ -77,9 +77,7 @@ def test_the_dashboard_shows_channels_and_messages_and_acts(engine: EngineProces
             assert "erp: queued 3" in line
             assert "url is not configured" in line  # the destination's problem
             # the raised queue alert (3 waiting for erp, threshold 2) shows as a problem
-            await page.wait_for(
-                "(r => r[0].includes('alert: queue-depth erp'))(" + ROWS.format(table="channels") + ")"
-            )
+            await page.wait_for("(r => r[0].includes('alert: queue-depth erp'))(" + ROWS.format(table="channels") + ")")
             messages = await page.evaluate(ROWS.format(table="messages"))
             assert len(messages) == 4
             assert sum("LAB" in m for m in messages) == 3
