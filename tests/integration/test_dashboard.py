@@ -103,6 +103,14 @@ def test_the_dashboard_shows_channels_and_messages_and_acts(engine: EngineProces
             )
             await page.wait_for("document.querySelector('#channels .state').textContent === 'paused'")
             assert engine.call("GET", "/api/channels/lab-in")["state"] == "paused"
+            # the channel filter lists the channels and keeps its options across refreshes
+            options = "[...document.querySelectorAll('#filter-channel option')].map(o => o.value)"
+            assert await page.wait_for(options) == ["", "lab-in"]
+            await page.evaluate("document.querySelector('#filter-channel option[value=\"lab-in\"]').dataset.mark = 'x'")
+            await asyncio.sleep(2.5)  # longer than one refresh
+            assert await page.evaluate(
+                "document.querySelector('#filter-channel option[value=\"lab-in\"]').dataset.mark"
+            )
             # filters: only the refused message
             await page.evaluate(
                 "const s = document.getElementById('filter-status'); s.value = 'ERROR';"

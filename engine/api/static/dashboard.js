@@ -7,6 +7,7 @@ const STORE_KEY = "junction-token";
 let token = null;
 let timer = null;
 let shown = null; // the message id whose detail is open
+let knownChannels = null; // the channel names the filter lists
 
 function $(id) { return document.getElementById(id); }
 
@@ -112,8 +113,13 @@ function renderChannels(channels) {
   const body = $("channels").tBodies[0];
   body.replaceChildren();
   const select = $("filter-channel");
+  const names = channels.map((channel) => channel.name);
+  const rebuild = names.join("\n") !== knownChannels; // an open list is left alone otherwise
   const chosen = select.value;
-  select.replaceChildren(el("option", "all", { value: "" }));
+  if (rebuild) {
+    knownChannels = names.join("\n");
+    select.replaceChildren(el("option", "all", { value: "" }));
+  }
   for (const channel of channels) {
     const counters = channel.counters || {};
     const received = Object.entries(counters)
@@ -137,9 +143,9 @@ function renderChannels(channels) {
       { "data-channel": channel.name },
     );
     body.append(tr);
-    select.append(el("option", channel.name, { value: channel.name }));
+    if (rebuild) select.append(el("option", channel.name, { value: channel.name }));
   }
-  select.value = chosen;
+  if (rebuild) select.value = chosen;
 }
 
 // -- messages ---------------------------------------------------------------------------------
