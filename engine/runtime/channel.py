@@ -688,6 +688,9 @@ class ChannelRuntime:
                 if items:
                     total += len(items)
                     await self._process(items)
+                    # Their results are stored: no later page (read after them) can hold them
+                    # again, so the set stays one page small however long the recovery.
+                    self._done_while_recovering.clear()
                 if barrier is not None:
                     waits += 1
                     after = barrier - 1

@@ -349,6 +349,35 @@ def test_a_full_processing_queue_leaves_messages_to_the_store_in_order(make_proj
     assert [c for (c,) in processed] == [f"O{n}" for n in range(10)]
 
 
+def test_a_long_recovery_remembers_one_page_of_processed_messages_not_all(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A recovery notes which messages it processed; across a backlog of many pages that note
+    # must not grow with the backlog (a million held messages would be about 100 MB).
+    monkeypatch.setattr(channel_module, "RECOVERY_PAGE", 3)
+    with HttpPeer() as erp:
+        monkeypatch.setenv("ERP_URL", erp.url)
+        project: Path = make_project({"order-in": ORDER_CHANNEL})
+        with EngineThread(project) as running:
+            _, port = running.address("order-in")
+            runtime = running.engine.get("order-in")
+            wait_until(lambda: runtime._process_on_intake(b"x"))
+            store = running.engine.store
+            real = store.record_results
+            remembered: list[int] = []
+
+            async def watched(*args):  # type: ignore[no-untyped-def]
+                remembered.append(len(runtime._done_while_recovering or ()))
+                return await real(*args)
+
+            monkeypatch.setattr(store, "record_results", watched)
+            running.run(running.engine.act("order-in", "pause"))
+            assert [c for c, _ in send_all(port, [dft(f"O{n}", "P1") for n in range(12)])] == ["AA"] * 12
+            running.run(running.engine.act("order-in", "resume"))
+            wait_until(lambda: len(erp.snapshot()) == 12)
+    assert [control(r) for r in erp.snapshot()] == [f"O{n}" for n in range(12)]
+    assert len(remembered) >= 4  # one write per page of 3
+    assert max(remembered) <= 3
+
+
 def test_a_recovery_waits_for_a_message_whose_intake_has_not_handed_it_on(make_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # A recovery can read a message committed a moment ago whose intake has not resumed yet
     # (it still counts as in flight). Nothing stored after it may be processed first: the
