@@ -116,6 +116,19 @@ def _static(name: str) -> web.Response:
     )
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body ({} when there is none); anything else is a 400."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise JunctionError("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise JunctionError("the request body must be a JSON object")
+    return body
+
+
 class AdminApi:
     def __init__(self, engine: Engine, token: str) -> None:
         self.engine = engine
@@ -268,8 +281,7 @@ class AdminApi:
         return web.json_response(await self.engine.reprocess(request.match_info["id"]))
 
     async def reprocess_matching(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        query = self._query(body if isinstance(body, dict) else {})
+        query = self._query(await _json_object(request))
         if query.channel is None and query.status is None and query.control_id is None:
             raise JunctionError("give at least a channel, a status or a control id to reprocess by filter")
         audit.info("Admin action.", extra={"action": "reprocess-matching", "peer": request.remote})
@@ -279,8 +291,7 @@ class AdminApi:
         return web.json_response(self.engine.pruner.status())
 
     async def prune(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        channel = body.get("channel") if isinstance(body, dict) else None
+        channel = (await _json_object(request)).get("channel")
         if channel is not None and not isinstance(channel, str):
             raise JunctionError("channel must be a channel name")
         audit.info("Admin action.", extra={"action": "prune", "channel": channel or "*", "peer": request.remote})

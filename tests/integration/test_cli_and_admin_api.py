@@ -121,6 +121,18 @@ def test_token_file_is_private_and_required(env: Env) -> None:
     assert "refused the token" in done.stderr
 
 
+def test_bodies_that_are_not_a_json_object_get_a_400_not_a_500(env: Env) -> None:
+    for path in ("/api/prune", "/api/messages/_reprocess"):
+        for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+            request = urllib.request.Request(env.engine.api + path, data=body, method="POST")
+            request.add_header("Authorization", f"Bearer {env.engine.token}")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 400, (path, body)
+            assert "JSON object" in json.loads(refused.value.read())["detail"]
+            refused.value.close()
+
+
 def test_channel_list_reports_type_address_state_counters(env: Env) -> None:
     assert env.send(adt("LIST1")) == ("AA", "LIST1")
     (channel,) = env.cli_json("channel", "list")  # type: ignore[misc]
